@@ -1,0 +1,33 @@
+# The two commands (see README):  make reproduce  |  make test
+# Both create .venv when it is missing and (re)install the package when pyproject.toml changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.florence-installed
+# DeepSpeed JIT-compiles a comm op on first use; cache it inside the project, once.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
+export PYTHONUNBUFFERED := 1
+
+.PHONY: reproduce test lint venv clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+# The main job: every notebook in numeric order, quick profile, embedded default data -> runs/<timestamp>/
+reproduce: $(STAMP)
+	$(PY) -m florence_lib.reproduce --profile quick $(ARGS)
+
+# The tests: unit/integration tests, then every notebook executed by nbval.
+test: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider --nbval-lax --durations=15 tests notebooks $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check florence_lib tests benchmarks cluster
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Small commands that belong to no layer of their own (environment report)."""

@@ -1,0 +1,94 @@
+"""The main job: execute every ``notebooks/NN_*.ipynb`` in numeric order through papermill.
+
+``python -m florence_lib.reproduce --profile quick`` (what ``make reproduce`` runs) writes the executed notebooks,
+each notebook's outputs (metrics JSON, figures, checkpoints) and a ``summary.json`` into ``runs/<timestamp>/``.
+A failing notebook stops the series with the notebook and cell named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .config import PROFILES
+from .runs import PROJECT_ROOT, RunDir, data_root_or_none, timestamp
+
+NOTEBOOK_NAME = re.compile(r"^(\d\d)([a-z]?)_[a-z0-9_]+\.ipynb$")
+
+
+def list_notebooks(folder: Path = PROJECT_ROOT / "notebooks") -> list[Path]:
+    """``NN_name.ipynb`` files in numeric order (``00`` < ``00b`` < ``01``)."""
+    found = [p for p in folder.glob("*.ipynb") if NOTEBOOK_NAME.match(p.name)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def run_series(
+    notebooks: list[Path],
+    run_dir: RunDir,
+    parameters: dict[str, Any],
+    kernel_name: str | None = None,
+) -> dict[str, Any]:
+    """Execute ``notebooks`` with ``parameters`` into ``run_dir``; stop at the first failure."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    summary: dict[str, Any] = {"parameters": parameters, "notebooks": []}
+    for nb in tqdm(notebooks, desc="notebooks", unit="nb"):
+        out = run_dir.path / nb.name
+        t0 = time.perf_counter()
+        entry: dict[str, Any] = {"notebook": nb.name, "output": str(out)}
+        try:
+            pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
+                                kernel_name=kernel_name, progress_bar=False)
+        except PapermillExecutionError as e:
+            entry.update(status="failed", cell=e.cell_index, error=f"{e.ename}: {e.evalue}")
+            summary["notebooks"].append(entry)
+            summary["failed"] = entry
+            break
+        entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
+        metrics = run_dir.path / nb.stem / "metrics.json"
+        if metrics.is_file():
+            entry["metrics"] = json.loads(metrics.read_text())
+        summary["notebooks"].append(entry)
+    run_dir.save_json("summary.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m florence_lib.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=PROFILES, default="quick")
+    parser.add_argument("--run-dir", default=None, help="default: runs/<timestamp>")
+    parser.add_argument("--data-root", default=None,
+                        help="real data (default: $FLORENCE_DATA_ROOT, else ../shared/data when present)")
+    parser.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 00 02")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    run_dir = RunDir(args.run_dir) if args.run_dir else RunDir.create(PROJECT_ROOT / "runs", timestamp())
+    notebooks = list_notebooks()
+    if args.only:
+        notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in args.only)]
+    data_root = data_root_or_none(args.data_root)  # None -> notebooks use only the embedded world
+    parameters = {"profile": args.profile, "run_dir": str(run_dir.path.resolve()), "seed": args.seed,
+                  "data_root": str(data_root) if data_root else None}
+    run_dir.write_meta(seed=args.seed, profile=args.profile, notebooks=[p.name for p in notebooks])
+    print(f"running {len(notebooks)} notebooks into {run_dir.path}", flush=True)
+    summary = run_series(notebooks, run_dir, parameters)
+    failed = summary.get("failed")
+    if failed:
+        print(f"FAILED: {failed['notebook']} cell {failed['cell']}: {failed['error']}\n"
+              f"executed notebook with the traceback: {failed['output']}", file=sys.stderr)
+        return 1
+    print(f"done: executed notebooks, metrics and figures in {run_dir.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

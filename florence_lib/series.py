@@ -1,0 +1,33 @@
+"""The notebook series: which notebook reproduces which part of the Florence paper (arXiv 2111.11432)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SeriesEntry:
+    notebook: str
+    paper: str
+    what: str
+
+
+SERIES: tuple[SeriesEntry, ...] = (
+    SeriesEntry("00_overview", "-", "environment report, map of the series, preview of the embedded world"),
+    SeriesEntry("00b_data_tour", "§2.1", "gallery of the embedded world and of the real evaluation sets"),
+    SeriesEntry("01_data_curation", "§2.1-2.2", "FLD-style curation: filters, dedup, caption->label table"),
+    SeriesEntry("02_unicl_pretraining", "§2.2-2.3", "CoSwin + text encoder, UniCL loss, pretraining, ablations"),
+    SeriesEntry("02b_scaling_up", "§2.7, Fig. 5", "DeepSpeed ZeRO, activation checkpointing, gradient cache"),
+    SeriesEntry("03_zero_shot", "§3.1, Table 1", "zero-shot classification with prompt ensembles"),
+    SeriesEntry("04_linear_probe", "§3.2, Table 2", "linear probe (CLIP protocol)"),
+    SeriesEntry("05_finetuning", "§3.3, Table 3", "fine-tuning with the UniCL loss vs a linear head"),
+    SeriesEntry("06_few_shot", "§3.4, Table 4", "cross-domain few-shot (CD-FSL)"),
+    SeriesEntry("07_retrieval", "§3.5, Table 5", "image-text retrieval, zero-shot and fine-tuned"),
+)
+
+
+def series_table() -> str:
+    """The series as a markdown table."""
+    rows = ["| notebook | paper | what it reproduces |", "|---|---|---|"]
+    rows += [f"| `{e.notebook}.ipynb` | {e.paper} | {e.what} |" for e in SERIES]
+    return "\n".join(rows)

@@ -1,0 +1,54 @@
+"""The main job's runner: numeric order, parameters injected, a failure names the notebook and the cell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+
+from florence_lib.reproduce import list_notebooks, run_series
+from florence_lib.runs import RunDir
+from florence_lib.series import series_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_notebook(path: Path, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "smoke"\nrun_dir = None')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_list_notebooks_in_numeric_order(tmp_path: Path) -> None:
+    for name in ["10_x.ipynb", "02_b.ipynb", "00b_tour.ipynb", "00_overview.ipynb", "notes.ipynb"]:
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in list_notebooks(tmp_path)] == [
+        "00_overview.ipynb", "00b_tour.ipynb", "02_b.ipynb", "10_x.ipynb"]
+
+
+def test_series_runs_writes_outputs_and_stops_at_a_failure(tmp_path: Path) -> None:
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    ok = make_notebook(nbs / "00_ok.ipynb", "import json, pathlib\n"
+                       "out = pathlib.Path(run_dir) / '00_ok'\nout.mkdir(parents=True, exist_ok=True)\n"
+                       "(out / 'metrics.json').write_text(json.dumps({'profile': profile}))")
+    bad = make_notebook(nbs / "01_bad.ipynb", "raise ValueError('broken on purpose')")
+    never = make_notebook(nbs / "02_never.ipynb", "x = 1")
+    run = RunDir(tmp_path / "run")
+    summary = run_series([ok, bad, never], run, {"profile": "quick", "run_dir": str(run.path)})
+    statuses = [(n["notebook"], n["status"]) for n in summary["notebooks"]]
+    assert statuses == [("00_ok.ipynb", "ok"), ("01_bad.ipynb", "failed")]
+    assert summary["notebooks"][0]["metrics"] == {"profile": "quick"}
+    failed = summary["failed"]
+    assert failed["cell"] >= 1 and "broken on purpose" in failed["error"]
+    assert (run.path / "00_ok.ipynb").is_file() and not (run.path / "02_never.ipynb").exists()
+    assert json.loads((run.path / "summary.json").read_text())["failed"]["notebook"] == "01_bad.ipynb"
+
+
+def test_readme_lists_the_series() -> None:
+    assert series_table() in (ROOT / "README.md").read_text()

@@ -1,0 +1,256 @@
+"""CoSwin: the Florence image encoder (paper §2.2).
+
+A Swin Transformer (window self-attention with relative position bias, shifted windows, stochastic depth) whose
+patch embedding and patch merging are replaced by CvT's overlapping convolutional embeddings: a k7/s4/p2 conv
+before stage 1 and a k3/s2/p1 conv before each later stage, each followed by LayerNorm. Global average pooling
+gives the image feature.
+
+Nothing depends on the input size at construction: each stage pads its map to a multiple of the window, masks
+the padding out of the attention and builds (and caches, per map size) the shifted-window masks on first use.
+A map no larger than the window is not shifted, as in Swin; with the padding masked out, it behaves like Swin's
+window shrunk to the map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.models.swin_transformer import WindowAttention, window_partition, window_reverse
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from florence_lib.config import ConfigError, field
+
+MASKED = -100.0
+"""Additive attention mask value (Swin's). Finite on purpose: a padded query whose whole shifted-window region
+is padding would otherwise softmax over nothing but -inf and turn the (discarded) output and its gradient NaN."""
+
+
+@dataclasses.dataclass
+class CoSwinConfig:
+    """CoSwin hyper-parameters; stage ``i`` has width ``embed_dim * 2**i``."""
+
+    embed_dim: int = field(96, min=1, help="width of stage 1")
+    depths: tuple[int, ...] = field((2, 2, 6, 2), min=1, help="blocks per stage")
+    num_heads: tuple[int, ...] = field((3, 6, 12, 24), min=1, help="attention heads per stage")
+    window_size: int = field(7, min=1, help="side of the square attention window, in tokens")
+    mlp_ratio: float = field(4.0, min=0.25)
+    drop_path_rate: float = field(0.1, min=0.0, max=1.0, help="stochastic depth, rising linearly to this")
+    in_chans: int = field(3, min=1)
+
+    def validate(self) -> None:
+        if len(self.depths) != len(self.num_heads):
+            raise ConfigError(f"num_heads: {self.num_heads} must have one entry per stage of depths {self.depths}")
+
+
+class ConvEmbed(nn.Module):
+    """CvT's overlapping convolutional token embedding: a strided conv, then LayerNorm over channels.
+
+    Takes NCHW, returns NHWC (the layout the transformer blocks work in).
+    """
+
+    def __init__(self, in_chans: int, dim: int, kernel_size: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size, stride, padding)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+def _region_slices(size: int, window: int, shift: int) -> list[slice]:
+    """Swin's three bands per axis of a cyclically shifted map: tokens from different bands are not neighbours."""
+    if shift == 0:
+        return [slice(0, size)]
+    return [slice(0, size - window), slice(size - window, size - shift), slice(size - shift, size)]
+
+
+def window_attention_mask(
+    height: int, width: int, window: int, shift: tuple[int, int], device: torch.device | None = None
+) -> torch.Tensor | None:
+    """The additive mask ``[num_windows, window**2, window**2]`` for a ``height x width`` map.
+
+    A query may not attend to a key from another band of the shifted map (Swin's SW-MSA mask) nor to a key that
+    is padding. Windows are laid out as after padding to window multiples and rolling by ``-shift``.
+    None when nothing needs masking (no shift, no padding).
+    """
+    hp, wp = -(-height // window) * window, -(-width // window) * window
+    if (hp, wp) == (height, width) and not any(shift):
+        return None
+    region = torch.zeros(1, hp, wp, 1, device=device)
+    for i, rows in enumerate(_region_slices(hp, window, shift[0])):
+        for j, cols in enumerate(_region_slices(wp, window, shift[1])):
+            region[:, rows, cols] = 3 * i + j
+    valid = torch.zeros(1, hp, wp, 1, device=device)
+    valid[:, :height, :width] = 1
+    valid = torch.roll(valid, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    region = window_partition(region, (window, window)).flatten(1)  # [nW, N]
+    valid = window_partition(valid, (window, window)).flatten(1).bool()
+    blocked = (region[:, :, None] != region[:, None, :]) | ~valid[:, None, :]
+    return torch.zeros(blocked.shape, device=device).masked_fill(blocked, MASKED)
+
+
+class CoSwinBlock(nn.Module):
+    """A Swin block: (shifted) window attention and an MLP, both pre-norm residual with stochastic depth."""
+
+    def __init__(
+        self, dim: int, num_heads: int, window_size: int, shifted: bool, mlp_ratio: float, drop_path: float
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.shift = window_size // 2 if shifted else 0
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads=num_heads, window_size=window_size)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def shift_for(self, height: int, width: int) -> tuple[int, int]:
+        """No shift along an axis that fits in one window (there is nothing to connect across windows)."""
+        return (self.shift if height > self.window_size else 0, self.shift if width > self.window_size else 0)
+
+    def _attention(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        _, h, w, c = x.shape
+        win, shift = self.window_size, self.shift_for(h, w)
+        x = F.pad(x, (0, 0, 0, (-w) % win, 0, (-h) % win))
+        hp, wp = x.shape[1:3]
+        if any(shift):
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        windows = window_partition(x, (win, win)).flatten(1, 2)
+        windows = self.attn(windows, mask=mask).view(-1, win, win, c)
+        x = window_reverse(windows, (win, win), hp, wp)
+        if any(shift):
+            x = torch.roll(x, shifts=shift, dims=(1, 2))
+        return x[:, :h, :w]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop_path(self._attention(self.norm1(x), mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class CoSwinStage(nn.Module):
+    """A convolutional embedding followed by alternating regular and shifted window blocks (NCHW -> NHWC)."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        drop_paths: list[float],
+        first: bool,
+    ) -> None:
+        super().__init__()
+        kernel, stride, padding = (7, 4, 2) if first else (3, 2, 1)
+        self.embed = ConvEmbed(in_chans, dim, kernel, stride, padding)
+        self.blocks = nn.ModuleList(
+            CoSwinBlock(dim, num_heads, window_size, i % 2 == 1, mlp_ratio, drop_paths[i]) for i in range(depth)
+        )
+        self.grad_checkpointing = False
+        self._masks: dict[tuple, torch.Tensor | None] = {}  # (h, w, shift, device) -> mask; not state
+
+    def mask(self, block: CoSwinBlock, height: int, width: int, device: torch.device) -> torch.Tensor | None:
+        shift = block.shift_for(height, width)
+        key = (height, width, shift, device)
+        if key not in self._masks:
+            self._masks[key] = window_attention_mask(height, width, block.window_size, shift, device)
+        return self._masks[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        height, width = x.shape[1:3]
+        for block in self.blocks:
+            mask = self.mask(block, height, width, x.device)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, mask, use_reentrant=False)
+            else:
+                x = block(x, mask)
+        return x
+
+
+class CoSwin(nn.Module):
+    """The CoSwin image encoder. ``forward`` returns pooled features ``[B, num_features]``."""
+
+    def __init__(
+        self,
+        embed_dim: int = 96,
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        dims = [embed_dim * 2**i for i in range(len(depths))]
+        drop_paths = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        self.stages = nn.ModuleList(
+            CoSwinStage(
+                in_chans if i == 0 else dims[i - 1], dims[i], depths[i], num_heads[i], window_size, mlp_ratio,
+                drop_paths[i], first=i == 0,
+            )
+            for i in range(len(depths))
+        )
+        self.norm = nn.LayerNorm(dims[-1])
+        self.feature_dims = dims
+        self.num_features = dims[-1]
+        self.apply(_init_weights)
+
+    @classmethod
+    def from_config(cls, cfg: CoSwinConfig) -> CoSwin:
+        return cls(**dataclasses.asdict(cfg))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them."""
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """``pooled`` [B, C]: the final LayerNorm, averaged over positions. ``features``: each stage's output as
+        an NCHW map (widths ``feature_dims``, strides 4, 8, 16, 32), un-normalised: a detection neck adds its own."""
+        features = []
+        for stage in self.stages:
+            x = stage(x).permute(0, 3, 1, 2)
+            features.append(x)
+        pooled = self.norm(x.permute(0, 2, 3, 1)).mean((1, 2))
+        return {"pooled": pooled, "features": features}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)["pooled"]
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def interpolate_rel_pos_bias(
+    state_dict: Mapping[str, torch.Tensor], new_window_size: int
+) -> dict[str, torch.Tensor]:
+    """Resample every relative-position-bias table in ``state_dict`` for a ``new_window_size`` window (bicubic).
+
+    For the high-resolution phase (224 -> 384 px in the paper), where the window grows with the image, as in
+    Swin's fine-tuning at 384. Other entries pass through unchanged.
+    """
+    side = 2 * new_window_size - 1
+    out = dict(state_dict)
+    for key, table in state_dict.items():
+        if not key.endswith("relative_position_bias_table"):
+            continue
+        old_side = int(round(table.shape[0] ** 0.5))
+        if old_side * old_side != table.shape[0]:
+            raise ValueError(f"{key}: {table.shape[0]} positions is not a square (2w-1)^2 table")
+        if old_side == side:
+            continue
+        grid = table.T.reshape(1, -1, old_side, old_side).float()
+        grid = F.interpolate(grid, size=(side, side), mode="bicubic", align_corners=False)
+        out[key] = grid.reshape(-1, side * side).T.contiguous().to(table.dtype)
+    return out

@@ -1,0 +1,67 @@
+"""Image and video transforms for training and evaluation, at any resolution (torchvision ``transforms.v2``).
+
+Inputs may be PIL images, uint8 numpy arrays [H, W, 3] or uint8 tensors [3, H, W]; videos are wrapped with
+:func:`as_video` so that v2 draws one set of random parameters per clip and applies it to every frame (a crop
+that jumped between frames would invent motion). Normalisation uses CLIP's mean and std, as Florence and
+UniCL do, so weights and features stay comparable with CLIP-trained models.
+
+Random crops default to open_clip's mild ``scale=(0.9, 1.0)`` and flips default to off: the embedded world's
+captions name positions ("at the top left", "to the left of"), which aggressive crops or flips would falsify.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _finish() -> list[v2.Transform]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(CLIP_MEAN, CLIP_STD)]
+
+
+def tensor_transform() -> v2.Compose:
+    """uint8 image -> normalised float tensor [3, H, W], no change of geometry (for already-sized images)."""
+    return v2.Compose([v2.ToImage(), *_finish()])
+
+
+def train_transform(
+    image_size: int, scale: tuple[float, float] = (0.9, 1.0), hflip: float = 0.0
+) -> v2.Compose:
+    """Random resized crop to ``image_size`` (+ optional horizontal flip), then CLIP normalisation."""
+    ops: list[v2.Transform] = [v2.ToImage(), v2.RandomResizedCrop(image_size, scale=scale, antialias=True)]
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    return v2.Compose(ops + _finish())
+
+
+def eval_transform(image_size: int) -> v2.Compose:
+    """Resize the short side to ``image_size``, centre-crop a square, CLIP normalisation."""
+    return v2.Compose([v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), *_finish()])
+
+
+def as_video(frames: np.ndarray | torch.Tensor) -> tv_tensors.Video:
+    """uint8 frames [T, H, W, 3] (numpy or torch) -> a torchvision Video [T, 3, H, W]."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if t.ndim != 4 or t.shape[-1] != 3:
+        raise ValueError(f"frames: expected [T, H, W, 3], got shape {tuple(t.shape)}")
+    return tv_tensors.Video(t.permute(0, 3, 1, 2))
+
+
+def video_train_transform(
+    image_size: int, scale: tuple[float, float] = (0.9, 1.0), hflip: float = 0.0
+) -> v2.Compose:
+    """The image train transform applied to a :func:`as_video` clip with the same parameters for all frames."""
+    ops: list[v2.Transform] = [v2.RandomResizedCrop(image_size, scale=scale, antialias=True)]
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    return v2.Compose(ops + _finish())
+
+
+def video_eval_transform(image_size: int) -> v2.Compose:
+    """Resize + centre crop + normalisation for a :func:`as_video` clip."""
+    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), *_finish()])

@@ -1,0 +1,150 @@
+"""Words of the embedded world: objects, their captions (short to long) and question/answer pairs.
+
+Captions and answers are computed from the layout alone, never from pixels, so they are correct by
+construction and can be produced for a whole split without rendering a single image.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .world_render import (
+    BACKGROUND_NAMES,
+    COLOUR_NAMES,
+    POSITION_PHRASES,
+    POSITIONS,
+    SHAPES,
+    SIZE_NAMES,
+    TEXTURES,
+)
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+RELATIONS = ("to the left of", "to the right of", "above", "below")
+
+
+class WorldObject(NamedTuple):
+    """An object of a scene: attribute indices, its 3x3 grid cell and its centre as a fraction of the side."""
+
+    shape: int
+    colour: int
+    size: int
+    texture: int
+    cell: int
+    cx: float
+    cy: float
+
+    @property
+    def shape_name(self) -> str:
+        return SHAPES[self.shape]
+
+    @property
+    def colour_name(self) -> str:
+        return COLOUR_NAMES[self.colour]
+
+    @property
+    def size_name(self) -> str:
+        return SIZE_NAMES[self.size]
+
+    @property
+    def texture_name(self) -> str:
+        return TEXTURES[self.texture]
+
+    @property
+    def position(self) -> str:
+        return POSITIONS[self.cell]
+
+    def describe(self, position: bool = False) -> str:
+        """'a large red striped circle' (+ ' at the top left')."""
+        texture = "" if self.texture_name == "plain" else self.texture_name + " "
+        text = f"a {self.size_name} {self.colour_name} {texture}{self.shape_name}"  # sizes start with a consonant
+        return text + (" " + POSITION_PHRASES[self.cell] if position else "")
+
+
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def captions(objects: tuple[WorldObject, ...], background: int, gradient: int) -> list[str]:
+    """Six captions ordered from shortest to longest; the first, 'a red circle', is shared by many images."""
+    main, others = objects[0], objects[1:]
+    bg = BACKGROUND_NAMES[background] + (" gradient" if gradient else "")
+    n = len(objects)
+    texts = [
+        f"{article(main.colour_name)} {main.colour_name} {main.shape_name}",
+        main.describe(),
+        main.describe(position=True),
+        (f"{main.describe(position=True)}, beside {others[0].describe()}" if others
+         else f"a single {main.describe()[2:]} {POSITION_PHRASES[main.cell]} on a {bg} background"),
+        f"{NUMBER_WORDS[n]} shape{'s' if n > 1 else ''}: " + _join([o.describe() for o in objects]),
+        _join([o.describe(position=True) for o in objects]) + f", on a {bg} background",
+    ]
+    return sorted(texts, key=lambda t: len(t.split()))
+
+
+def _twins(o: WorldObject, objects: tuple[WorldObject, ...]) -> int:
+    """How many objects (``o`` included) share o's colour and shape."""
+    return sum(p.colour == o.colour and p.shape == o.shape for p in objects)
+
+
+def _refer(o: WorldObject, objects: tuple[WorldObject, ...]) -> str:
+    """A referring expression that picks out ``o`` alone: its colour and shape, plus its place if needed."""
+    place = "" if _twins(o, objects) == 1 else " " + POSITION_PHRASES[o.cell]
+    return f"the {o.colour_name} {o.shape_name}{place}"
+
+
+def _relation_holds(a: WorldObject, b: WorldObject, relation: int) -> bool:
+    (ra, ca), (rb, cb) = divmod(a.cell, 3), divmod(b.cell, 3)
+    return (ca < cb, ca > cb, ra < rb, ra > rb)[relation]
+
+
+def questions(
+    objects: tuple[WorldObject, ...], rng: np.random.Generator, nameable: tuple[tuple[int, int], ...]
+) -> list[tuple[str, str]]:
+    """Six (question, answer) pairs: counting, colour, shape, place, existence (yes/no) and a spatial relation.
+
+    A 'no' existence question names only (shape, colour) pairs from ``nameable``, so a split without held-out
+    combinations never mentions them, not even in its questions.
+    """
+    n = len(objects)
+    u = rng.random(8).tolist()
+    o = objects[int(u[0] * n)]
+    qa = [
+        ("how many shapes are there?", str(n)),
+        (f"what colour is the {o.shape_name} {POSITION_PHRASES[o.cell]}?", o.colour_name),
+    ]
+    o = objects[int(u[1] * n)]
+    qa.append((f"what shape is {POSITION_PHRASES[o.cell]}?", o.shape_name))
+    unique = [p for p in objects if _twins(p, objects) == 1]
+    if unique:
+        o = unique[int(u[2] * len(unique))]
+        qa.append((f"where is {_refer(o, objects)}?", o.position))
+    else:
+        o = objects[int(u[2] * n)]
+        qa.append((f"how many {o.colour_name} {o.shape_name}s are there?", str(_twins(o, objects))))
+    if u[3] < 0.5:
+        o = objects[int(u[4] * n)]
+        qa.append((f"is there {article(o.colour_name)} {o.colour_name} {o.shape_name}?", "yes"))
+    else:
+        present = {(p.shape, p.colour) for p in objects}
+        k = int(u[4] * len(nameable))
+        while nameable[k] in present:
+            k = (k + 1) % len(nameable)
+        s, c = nameable[k]
+        qa.append((f"is there {article(COLOUR_NAMES[c])} {COLOUR_NAMES[c]} {SHAPES[s]}?", "no"))
+    if n > 1:
+        i = int(u[5] * n)
+        j = (i + 1 + int(u[6] * (n - 1))) % n
+        rel = int(u[7] * len(RELATIONS))
+        a, b = objects[i], objects[j]
+        answer = "yes" if _relation_holds(a, b, rel) else "no"
+        qa.append((f"is {_refer(a, objects)} {RELATIONS[rel]} {_refer(b, objects)}?", answer))
+    else:
+        o = objects[0]
+        qa.append((f"how many {o.colour_name} shapes are there?", "1"))
+    return qa

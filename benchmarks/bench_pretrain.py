@@ -1,0 +1,165 @@
+"""Pretraining throughput: our UniCL step vs open_clip training a CLIP of matched size, on the same batch.
+
+For each preset, the reference is open_clip's ``CLIP`` with the same text tower shape (width, layers, heads,
+vocabulary) and timm's ``SwinTransformer`` of the same widths, depths, heads and window as its image tower (Swin's
+patch embedding and merging where CoSwin has convolutional embeddings), trained with open_clip's ``ClipLoss`` and
+the same AdamW. Both run one full step (forward, loss, backward, clip, update) on the same world batch, timed
+alternately so that load on the machine hits both alike. FLOPs per step come from ``torch.utils.flop_counter``;
+achieved FLOP/s is reported against this machine's fp32 and bf16 matmul peaks, measured in the same run.
+
+    python benchmarks/bench_pretrain.py [--presets unicl_tiny unicl_small] [--batch-size 32] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from timm.models.swin_transformer import SwinTransformer
+from torch.utils.flop_counter import FlopCounterMode
+
+from florence_lib.data.tokenizer import Tokenizer
+from florence_lib.data.world import World, WorldConfig, WorldPairs
+from florence_lib.models import create_model
+from florence_lib.runs import environment_report
+from florence_lib.training.batches import PairCollate
+from florence_lib.training.engine import Engine
+from florence_lib.training.objectives import ContrastiveObjective
+from florence_lib.training.optim import build_optimizer
+from florence_lib.training.schedules import build_scheduler
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 1024, seconds: float = 2.0) -> float:
+    """Best FLOP/s of an ``n x n`` matmul over ``seconds`` (the ceiling a training step can approach)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+class OpenClipObjective:
+    """open_clip's CLIP + ClipLoss behind our Engine's objective interface (same optimizer and step)."""
+
+    def __init__(self) -> None:
+        self.loss = ClipLoss()
+
+    def __call__(self, model: CLIP, batch: dict) -> tuple[torch.Tensor, dict]:
+        image = F.normalize(model.visual(batch["image"]), dim=-1)
+        text = model.encode_text(batch["input_ids"], normalize=True)
+        return self.loss(image.float(), text.float(), model.logit_scale.exp()), {}
+
+
+def open_clip_twin(ours: torch.nn.Module, image_size: int, vocab_size: int, context_length: int) -> CLIP:
+    """open_clip CLIP whose towers match ``ours`` in shape (timm Swin image tower, CLIP text transformer).
+
+    Its context is the batch's trimmed text length, the length our text tower sees (open_clip's causal mask is
+    built for a fixed context)."""
+    img, txt = ours.config.image, ours.config.text
+    model = CLIP(ours.config.embed_dim, CLIPVisionCfg(layers=1, width=64, patch_size=16, image_size=image_size),
+                 CLIPTextCfg(context_length=context_length, vocab_size=vocab_size, width=txt.width, heads=txt.heads,
+                             layers=txt.layers, mlp_ratio=txt.mlp_ratio))
+    model.visual = SwinTransformer(img_size=image_size, patch_size=4, embed_dim=img.embed_dim, depths=img.depths,
+                                   num_heads=img.num_heads, window_size=img.window_size,
+                                   drop_path_rate=img.drop_path_rate, num_classes=ours.config.embed_dim)
+    return model
+
+
+def engine_for(model: torch.nn.Module, objective, precision: str) -> Engine:
+    opt = build_optimizer(model, lr=1e-4, weight_decay=0.1)
+    return Engine(model, objective, opt, build_scheduler(opt, warmup_steps=1, total_steps=10**6),
+                  device=torch.device("cpu"), precision=precision, grad_clip=1.0)
+
+
+def step_flops(engine: Engine, batch: dict) -> int:
+    with FlopCounterMode(display=False) as counter:
+        engine.train_step(batch)
+    return counter.get_total_flops()
+
+
+def bench_preset(name: str, batch: dict, image_size: int, steps: int, precision: str) -> dict:
+    torch.manual_seed(0)
+    ours = create_model(name)
+    engines = {"ours": engine_for(ours, ContrastiveObjective("clip"), precision),
+               "open_clip": engine_for(open_clip_twin(ours, image_size, 30522, batch["input_ids"].shape[1]), OpenClipObjective(), precision)}
+    out: dict = {"preset": name, "image_size": image_size, "batch_size": len(batch["image"])}
+    for key, engine in engines.items():
+        out[f"{key}_params"] = sum(p.numel() for p in engine.model.parameters())
+        out[f"{key}_flops_per_step"] = step_flops(engine, batch)  # also the warm-up step
+    times: dict[str, list[float]] = {k: [] for k in engines}
+    for _ in range(steps):  # alternate, so that a busy moment on a shared machine hits both
+        for key, engine in engines.items():
+            t = time.perf_counter()
+            engine.train_step(batch)
+            times[key].append(time.perf_counter() - t)
+    for key in engines:
+        sec = statistics.median(times[key])
+        out[f"{key}_step_seconds"] = sec
+        out[f"{key}_images_per_second"] = len(batch["image"]) / sec
+        out[f"{key}_flops_per_second"] = out[f"{key}_flops_per_step"] / sec
+    out["throughput_ratio"] = out["ours_images_per_second"] / out["open_clip_images_per_second"]
+    return out
+
+
+def world_batch(batch_size: int, image_size: int) -> dict:
+    world = World(WorldConfig(image_size=image_size))
+    pairs = WorldPairs(world, "train", batch_size, caption="mixed", image_label_fraction=0.3)
+    return PairCollate(Tokenizer())([pairs[i] for i in range(batch_size)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["unicl_tiny", "unicl_small"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    args = parser.parse_args()
+
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    batch = world_batch(args.batch_size, args.image_size)
+    rows = [bench_preset(p, batch, args.image_size, args.steps, args.precision) for p in args.presets]
+    for r in rows:
+        for key in ("ours", "open_clip"):
+            r[f"{key}_fraction_of_peak"] = r[f"{key}_flops_per_second"] / peaks[args.precision]
+    report = {"precision": args.precision, "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+              "matmul_peak_flops": peaks, "rows": rows, "environment": environment_report()}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_pretrain.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        f"# Pretraining throughput ({args.precision}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"{args.image_size} px; load average {os.getloadavg()[0]:.1f})",
+        "",
+        f"Measured matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s.",
+        "",
+        "| preset | params ours / open_clip | GFLOP/step ours / open_clip | img/s ours | img/s open_clip | ratio "
+        "| GFLOP/s ours (% peak) | GFLOP/s open_clip (% peak) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['preset']} | {r['ours_params'] / 1e6:.1f}M / {r['open_clip_params'] / 1e6:.1f}M "
+            f"| {r['ours_flops_per_step'] / 1e9:.1f} / {r['open_clip_flops_per_step'] / 1e9:.1f} "
+            f"| {r['ours_images_per_second']:.1f} | {r['open_clip_images_per_second']:.1f} "
+            f"| {r['throughput_ratio']:.2f} "
+            f"| {r['ours_flops_per_second'] / 1e9:.1f} ({100 * r['ours_fraction_of_peak']:.0f}%) "
+            f"| {r['open_clip_flops_per_second'] / 1e9:.1f} ({100 * r['open_clip_fraction_of_peak']:.0f}%) |")
+    (RESULTS / "bench_pretrain.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""PretrainConfig: everything ``python -m florence_lib pretrain`` needs, typed and range-checked.
+
+Profiles in ``florence_lib/configs/pretrain/{smoke,quick,paper}.yaml`` override these defaults; the defaults
+themselves are a small CPU run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..config import ConfigError, field
+from .ds_config import DistributedConfig
+
+
+@dataclass
+class DataConfig:
+    """The embedded world and how its image-text pairs are batched."""
+
+    world_seed: int = field(0, min=0, help="seed of the world's layouts (not of training)")
+    train_size: int = field(20_000, min=1, help="training image-text pairs drawn from the world")
+    val_size: int = field(256, min=1, help="held-out images for zero-shot and retrieval validation")
+    image_size: int = field(64, min=16, max=1024, help="image side in pixels (a phase may change it)")
+    batch_size: int = field(64, min=2, help="images per optimizer step (UniCL needs at least 2)")
+    caption: Literal["mixed", "short", "long"] = field("mixed", help="which captions pair with an image")
+    repetition: float = field(0.4, min=0.0, max=1.0,
+                              help="mixed captions: share of pairs using the short caption many images share")
+    num_workers: int = field(0, min=0, max=64, help="DataLoader worker processes")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with decoupled weight decay and a warmup-cosine schedule over all phases."""
+
+    lr: float = field(5e-4, min=0.0, max=1.0, help="peak learning rate")
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98], min=0.0, max=0.999999)
+    eps: float = field(1e-6, min=0.0, max=1.0)
+    weight_decay: float = field(0.2, min=0.0, max=1.0, help="decoupled; none on norms/biases/temperature/embeddings")
+    warmup_steps: int = field(20, min=0)
+    min_lr_ratio: float = field(0.0, min=0.0, max=1.0, help="final lr as a fraction of the peak")
+    grad_clip: float | None = field(1.0, min=0.0, help="max global gradient norm; null switches clipping off")
+    fused: bool = field(True, help="single-kernel AdamW update where the device supports it")
+
+    def validate(self) -> None:
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas: expected two values, got {self.betas!r}")
+
+
+@dataclass
+class PhaseConfig:
+    """One stretch of the schedule. The paper: (1) all data incl. prompt-augmented image-label pairs, (2) without
+    them, (3) a higher resolution, where a new window size interpolates the relative-position-bias tables."""
+
+    name: str = "stage1"
+    steps: int = field(100, min=1)
+    image_label_fraction: float = field(0.0, min=0.0, max=1.0,
+                                        help="fraction of samples that are image-label data as prompted text")
+    image_size: int | None = field(None, min=16, max=1024, help="null: data.image_size")
+    window_size: int | None = field(None, min=1, max=64, help="null: the previous phase's (first phase: the preset's)")
+
+
+@dataclass
+class PretrainConfig:
+    model: str = field("unicl_tiny", help="preset name of florence_lib.models.create_model")
+    model_overrides: dict[str, Any] = field(default_factory=dict,
+                                            help="changes to the preset's config, e.g. {image: {drop_path_rate: 0.1}}")
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    phases: list[PhaseConfig] = field(default_factory=lambda: [
+        PhaseConfig("stage1", 150, image_label_fraction=0.5), PhaseConfig("stage2", 50)])
+    loss: Literal["unicl", "clip"] = field("unicl", help="UniCL (labels define positives) or CLIP (diagonal)")
+    precision: Literal["fp32", "bf16", "fp16"] = field(
+        "fp32", help="bf16: autocast the forward pass (fast on AMX/GPUs); fp16: deepspeed with loss scaling")
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = field(0, min=0)
+    log_every: int = field(10, min=1)
+    eval_every: int = field(100, min=0, help="validation interval in steps; 0 validates only at the end")
+    checkpoint_every: int = field(100, min=0, help="checkpoint interval in steps; 0 saves only at the end")
+    checkpoint_keep: int = field(2, min=1, help="checkpoints kept in the run directory")
+    resume: bool = field(True, help="continue from the run directory's latest checkpoint when there is one")
+
+    @property
+    def total_steps(self) -> int:
+        return sum(p.steps for p in self.phases)
+
+    def validate(self) -> None:
+        if not self.phases:
+            raise ConfigError("phases: at least one phase is needed")
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"phases: names must be unique, got {names}")
+        if self.precision == "fp16" and self.distributed.engine != "deepspeed":
+            raise ConfigError("precision: fp16 needs dynamic loss scaling, i.e. distributed.engine: deepspeed")
+        if self.optim.warmup_steps >= self.total_steps:
+            raise ConfigError(f"optim.warmup_steps: {self.optim.warmup_steps} must be below the total of "
+                              f"{self.total_steps} phase steps")

@@ -1,0 +1,214 @@
+"""UniCL pretraining on the embedded world (paper §2.2-2.3): phases, validation, checkpoints, exact resume.
+
+``pretrain(cfg, run_dir)`` runs the phases of ``cfg`` in order. A phase fixes the image size, the share of
+prompt-augmented image-label data and the attention window; entering a phase with a new window rebuilds the model
+with the relative-position-bias tables interpolated (``interpolate_rel_pos_bias``) and restarts AdamW's moments,
+while the lr schedule continues. With ``cfg.resume`` a run continues from the run directory's latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import deep_merge, to_dict
+from ..data.tokenizer import Tokenizer
+from ..data.transforms import train_transform
+from ..data.world import World, WorldConfig, WorldPairs
+from ..distributed import barrier, is_main_process, rank, world_size
+from ..models import create_model, interpolate_rel_pos_bias
+from ..runs import RunDir, seed_everything
+from .batches import PairCollate, step_loader
+from .checkpoint import checkpoint_step, latest_checkpoint, load_config_dict, load_weights, read_model_spec
+from .config import DataConfig, PhaseConfig, PretrainConfig
+from .ds_config import pretrain_ds_config
+from .engine import Engine, resolve_device
+from .grad_cache import GradCacheEngine
+from .objectives import ContrastiveObjective
+from .optim import build_optimizer
+from .schedules import build_scheduler
+from .validation import PretrainValidator
+
+RESUME_IGNORES = ("resume", "device", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep")
+"""Config keys a resumed run may change: they do not alter the training trajectory."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A phase placed on the global step axis, with its resolved image and window sizes."""
+
+    index: int
+    cfg: PhaseConfig
+    start: int
+    end: int
+    image_size: int
+    window_size: int | None
+
+
+def plan_phases(cfg: PretrainConfig) -> list[Phase]:
+    """Phases with their global step ranges; a null size inherits the previous phase's (or the default)."""
+    phases, start = [], 0
+    image_size, window = cfg.data.image_size, None
+    for i, p in enumerate(cfg.phases):
+        image_size = p.image_size or image_size
+        window = p.window_size or window
+        phases.append(Phase(i, p, start, start + p.steps, image_size, window))
+        start += p.steps
+    return phases
+
+
+def model_spec(cfg: PretrainConfig, phase: Phase) -> dict[str, Any]:
+    """``{"name", "kwargs"}`` for ``create_model``: the preset, the config's overrides and the phase's window."""
+    kwargs = dict(cfg.model_overrides)
+    if phase.window_size is not None:
+        kwargs = deep_merge(kwargs, {"image": {"window_size": phase.window_size}})
+    return {"name": cfg.model, "kwargs": kwargs}
+
+
+def build_model(spec: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """The model of ``spec``; ``state_dict`` (if given) is loaded with its position tables fitted to the window."""
+    model = create_model(spec["name"], **spec["kwargs"])
+    if state_dict is not None:
+        model.load_state_dict(interpolate_rel_pos_bias(state_dict, model.config.image.window_size))
+    return model
+
+
+def build_engine(cfg: PretrainConfig, model: nn.Module, device: torch.device, step: int = 0) -> Engine:
+    """Optimizer, schedule and engine for ``model``, starting at global ``step`` (the seam a DeepSpeed run swaps)."""
+    model.to(device)
+    o = cfg.optim
+    optimizer = build_optimizer(model, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
+                                fused=o.fused)
+    scheduler = build_scheduler(optimizer, warmup_steps=o.warmup_steps, total_steps=cfg.total_steps,
+                                min_lr_ratio=o.min_lr_ratio, last_step=step - 1)
+    d, objective = cfg.distributed, ContrastiveObjective(cfg.loss)
+    model.set_grad_checkpointing(d.activation_checkpointing)
+    if d.engine == "deepspeed":
+        from .deepspeed_engine import DeepSpeedEngine, import_deepspeed
+
+        import_deepspeed()  # a no-op after pretrain() joined the group; keeps build_engine usable alone
+        _, ds_config = pretrain_ds_config(cfg, world_size(), cuda=device.type == "cuda")
+        engine = DeepSpeedEngine(model, objective, optimizer, scheduler, ds_config=ds_config, device=device,
+                                 precision=cfg.precision, chunk_size=d.grad_cache_chunk,
+                                 accumulation_steps=d.accumulation_steps)
+    elif d.grad_cache_chunk is not None:
+        engine = GradCacheEngine(model, objective, optimizer, scheduler, device=device, precision=cfg.precision,
+                                 grad_clip=o.grad_clip, chunk_size=d.grad_cache_chunk)
+    else:
+        engine = Engine(model, objective, optimizer, scheduler, device=device, precision=cfg.precision,
+                        grad_clip=o.grad_clip)
+    engine.step = step
+    return engine
+
+
+def world_for(data: DataConfig, image_size: int) -> World:
+    return World(WorldConfig(seed=data.world_seed, image_size=image_size, caption_repeat=data.repetition))
+
+
+def phase_loader(cfg: PretrainConfig, phase: Phase, tokenizer: Tokenizer, step: int) -> torch.utils.data.DataLoader:
+    """The phase's pairs, starting at global ``step``; the order depends only on (seed, phase, step)."""
+    pairs = WorldPairs(world_for(cfg.data, phase.image_size), "train", cfg.data.train_size,
+                       transform=train_transform(phase.image_size), caption=cfg.data.caption,
+                       image_label_fraction=phase.cfg.image_label_fraction)
+    return step_loader(pairs, PairCollate(tokenizer), batch_size=cfg.data.batch_size,
+                       seed=cfg.seed * 1000 + phase.index, start_step=step - phase.start,
+                       num_workers=cfg.data.num_workers, rank=rank(), world_size=world_size())
+
+
+def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in cfg.items() if k not in RESUME_IGNORES}
+    out["data"] = {k: v for k, v in out.get("data", {}).items() if k != "num_workers"}
+    return out
+
+
+def _prepare_run_dir(cfg: PretrainConfig, run_dir: RunDir) -> Path | None:
+    """The checkpoint to resume from, or None after clearing a previous run's checkpoints and metrics."""
+    ckpt = latest_checkpoint(run_dir.path / "checkpoints") if cfg.resume else None
+    if ckpt is None:
+        shutil.rmtree(run_dir.path / "checkpoints", ignore_errors=True)
+        (run_dir.path / "metrics.jsonl").unlink(missing_ok=True)
+        return None
+    if _comparable(load_config_dict(ckpt)) != _comparable(to_dict(cfg)):
+        raise ValueError(f"{ckpt}: saved with a different training config; resume with that config, "
+                         f"or set resume=false to start over in {run_dir.path}")
+    step = checkpoint_step(ckpt)
+    kept = [r for r in run_dir.metrics() if r.get("step", 0) <= step]  # drop what the killed run logged later
+    (run_dir.path / "metrics.jsonl").unlink(missing_ok=True)
+    for r in kept:
+        run_dir.log(r)
+    return ckpt
+
+
+def pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, Any]:
+    """Pretrain a UniCL model as ``cfg`` says, logging to ``run_dir``; returns the final metrics.
+
+    The returned (and ``results.json``) metrics: steps, final train loss and logit scale, zero-shot top-1 on the
+    held-out classes, retrieval R@1 both ways, training images/s and the final checkpoint's path.
+    """
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    phases = plan_phases(cfg)
+    tokenizer = Tokenizer()
+    if cfg.distributed.engine == "deepspeed":
+        from .deepspeed_engine import import_deepspeed
+
+        import_deepspeed()  # join the process group first: only rank 0 touches the run directory
+    if is_main_process():
+        resume_from = _prepare_run_dir(cfg, run_dir)
+        run_dir.start(cfg, seed=cfg.seed, command="pretrain", resumed_from=resume_from)
+    barrier()
+    resume_from = latest_checkpoint(run_dir.path / "checkpoints") if cfg.resume else None
+
+    if resume_from is None:
+        spec = model_spec(cfg, phases[0])
+        engine = build_engine(cfg, build_model(spec), device)
+    else:
+        spec = read_model_spec(resume_from)
+        engine = build_engine(cfg, build_model(spec, load_weights(resume_from)), device)
+        engine.resume(resume_from)
+
+    def save() -> Path:
+        return engine.save(run_dir.checkpoints, model_spec=spec, config=cfg, keep=cfg.checkpoint_keep)
+
+    validator, seconds, images = None, 0.0, 0
+    for phase in phases:
+        if engine.step >= phase.end:
+            continue
+        wanted = model_spec(cfg, phase)
+        if wanted != spec:  # a new window: interpolate the tables, restart AdamW moments, keep the schedule
+            model = build_model(wanted, engine.module_state_dict())
+            engine, spec = build_engine(cfg, model, device, engine.step), wanted
+        validator = PretrainValidator(world_for(cfg.data, phase.image_size), tokenizer, device, cfg.data.val_size)
+        start, t0 = engine.step, time.perf_counter()
+        engine.fit(phase_loader(cfg, phase, tokenizer, engine.step), phase.end, run_dir=run_dir,
+                   log_every=cfg.log_every, eval_every=cfg.eval_every, evaluate=lambda v=validator, e=engine: v(e.model),
+                   checkpoint_every=cfg.checkpoint_every, checkpoint=save,
+                   record={"phase": phase.cfg.name}, desc=f"pretrain {phase.cfg.name}")
+        seconds += time.perf_counter() - t0
+        images += (engine.step - start) * cfg.data.batch_size
+
+    checkpoint = save()
+    if validator is None:  # resumed after the last step: validate at the final phase's size
+        validator = PretrainValidator(world_for(cfg.data, phases[-1].image_size), tokenizer, device,
+                                      cfg.data.val_size)
+    train = [r for r in run_dir.metrics() if r.get("split") == "train"]
+    results = {
+        "steps": engine.step,
+        "final_loss": train[-1]["loss"] if train else None,
+        "logit_scale": train[-1]["logit_scale"] if train else None,  # a ZeRO-3 module holds only a shard
+        **validator(engine.model),
+        "train_seconds": seconds,
+        "images_per_second": images / seconds if seconds else None,
+        "checkpoint": str(checkpoint),
+    }
+    if is_main_process():
+        run_dir.save_json("results.json", results)
+    return results

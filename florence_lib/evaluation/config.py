@@ -1,0 +1,84 @@
+"""EvalConfig: everything ``python -m florence_lib evaluate <protocol>`` and notebooks 03-07 need.
+
+The defaults follow the paper and its references (CLIP's linear-probe sweep, CD-FSL's 600 episodes of 15
+queries, 5 captions per image); ``florence_lib/configs/evaluate/{smoke,quick,paper}.yaml`` shrink or keep
+them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..config import ConfigError, field
+
+
+@dataclass
+class LinearProbeConfig:
+    """CLIP's protocol: L-BFGS logistic regression, C swept on a validation split, refit on train + val."""
+
+    val_fraction: float = field(0.2, min=0.01, max=0.9, help="share of train held out for the C sweep")
+    steps_per_decade: int = field(8, min=1, max=64, help="resolution at which the search over log10(C) stops")
+    max_iter: int = field(1000, min=1, help="L-BFGS iterations per fit")
+    selection: Literal["top1", "mean_per_class"] = field("top1", help="validation metric that picks C")
+
+
+@dataclass
+class FewShotConfig:
+    """CD-FSL: n-way k-shot episodes, 15 queries per class, a linear head (dropout 0.5) per episode."""
+
+    n_way: int = field(5, min=2, help="classes per episode (fewer where a set has fewer eligible classes)")
+    shots: list[int] = field(default_factory=lambda: [5, 20, 50], min=1, help="support images per class")
+    n_query: int = field(15, min=1, help="query images per class")
+    episodes: int = field(600, min=1)
+    epochs: int = field(100, min=1, help="passes over the support set per episode")
+    batch_size: int = field(4, min=1)
+    lr: float = field(0.01, min=0.0, help="adapter head SGD lr (paper: 0.01)")
+    momentum: float = field(0.99, min=0.0, max=0.999999, help="adapter head SGD momentum (paper: 0.99)")
+    dropout: float = field(0.5, min=0.0, max=0.99, help="dropout between the image encoder and the head")
+    flip: bool = field(True, help="horizontal-flip augmentation at training and test time")
+
+
+@dataclass
+class RetrievalConfig:
+    captions_per_image: int = field(5, min=1, max=6, help="world captions per image (COCO has its own)")
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10], min=1, help="recall cut-offs")
+    max_exact: int = field(50_000_000, min=0, help="images x texts above which faiss top-K search is used")
+
+
+@dataclass
+class FinetuneConfig:
+    """Paper §3.3: continue the UniCL loss with prompted class names (``unicl``), or a new linear head."""
+
+    mode: Literal["unicl", "linear"] = "unicl"
+    steps: int = field(100, min=1)
+    batch_size: int = field(32, min=2)
+    lr: float = field(1e-4, min=0.0, max=1.0, help="peak lr (paper: 2e-5 at batch 8,192)")
+    weight_decay: float = field(0.05, min=0.0, max=1.0)
+    warmup_steps: int = field(10, min=0, help="linear warmup before the cosine decay (paper: 500)")
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str | None = field(None, help="checkpoint dir, weights file or run dir; null: untrained")
+    model: str = field("unicl_tiny", help="preset used when checkpoint is null")
+    data_root: str | None = field(None, help="real evaluation data (../shared/data); null: the world only")
+    dataset: str = field("world", help="world, world-heldout, world-<domain>, eurosat, cifar10_test, "
+                                       "isic2018, plantvillage_apple, chestx14, coco")
+    image_size: int = field(64, min=16, max=1024, help="evaluation resolution")
+    batch_size: int = field(64, min=1, help="images per encoder forward pass")
+    max_images: int | None = field(None, min=1, help="cap on images per split (world: images drawn)")
+    test_fraction: float = field(0.5, min=0.05, max=0.95, help="real sets: stratified share held out as test")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = field(0, min=0)
+    cache_classifiers: bool = field(True, help="cache zero-shot text classifiers in the run directory")
+    linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    few_shot: FewShotConfig = field(default_factory=FewShotConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def validate(self) -> None:
+        if self.finetune.warmup_steps >= self.finetune.steps:
+            raise ConfigError(f"finetune.warmup_steps: {self.finetune.warmup_steps} must be below "
+                              f"finetune.steps {self.finetune.steps}")

@@ -44,7 +44,8 @@ class UniCLModel(nn.Module):
         self.text_encoder = build_text_encoder(cfg.text)
         self.image_projection = nn.Linear(self.image_encoder.num_features, cfg.embed_dim, bias=False)
         self.text_projection = nn.Linear(self.text_encoder.width, cfg.embed_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
+        # Shape (1,), not (): DeepSpeed broadcasts parameters viewed as bytes, which a 0-d tensor cannot be.
+        self.logit_scale = nn.Parameter(torch.full((1,), cfg.init_logit_scale))
         for proj in (self.image_projection, self.text_projection):
             nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
 
@@ -64,7 +65,7 @@ class UniCLModel(nn.Module):
 
     def temperature_scale(self) -> torch.Tensor:
         """exp(logit_scale) after the clamp: the factor that multiplies cosine similarities into logits."""
-        return self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
+        return self.logit_scale.clamp(max=self.config.max_logit_scale).exp().squeeze(0)
 
     def forward(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor

@@ -276,3 +276,33 @@ def test_balance_caps_per_query_and_source():
     assert per_source["a"] == 5 and per_source["b"] <= 5  # b holds at most 4 of label 2 + 1 of label 1
     assert per_query[2] == 4 and per_query[0] <= 4 and per_query[1] <= 3
     assert (balance(labels, sources, 4, 5, seed=0) == keep).all() and not (balance(labels, sources, 4, 5, 1) == keep).all()
+
+
+def test_unicl_scorer_from_a_saved_checkpoint(tmp_path):
+    """The relevance stage's real scorer: a saved UniCL checkpoint scores pairs by its own cosine similarity."""
+    import torch
+    from PIL import Image
+
+    from florence_lib.curation.relevance import UniCLScorer
+    from florence_lib.data.tokenizer import Tokenizer
+    from florence_lib.data.transforms import eval_transform
+    from florence_lib.data.world import World, WorldConfig
+    from florence_lib.models import create_model
+    from florence_lib.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("unicl_tiny").eval()
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, step=1, model_spec={"name": "unicl_tiny", "kwargs": {}})
+    world = World(WorldConfig(seed=3))
+    scenes = [world.scene("val", i) for i in range(5)]
+    images = [Image.fromarray(s.image) for s in scenes]
+    captions = [s.captions[-1] for s in scenes[::-1]]  # mismatched on purpose: scores must still be per pair
+
+    scores = UniCLScorer.from_checkpoint(ckpt, image_size=64, batch_size=2)(images, captions)
+
+    tokens = Tokenizer()(captions)
+    with torch.no_grad():
+        img = model.encode_image(torch.stack([eval_transform(64)(im) for im in images]))
+        txt = model.encode_text(tokens["input_ids"], tokens["attention_mask"])
+    assert scores.shape == (5,)
+    np.testing.assert_allclose(scores, (img * txt).sum(-1).numpy(), atol=1e-5)

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from florence_lib.config import from_dict, load_config
+from florence_lib.data.tokenizer import Tokenizer
 from florence_lib.models import create_model, interpolate_rel_pos_bias
 from florence_lib.runs import PROJECT_ROOT, RunDir
 from florence_lib.training import Engine, PretrainConfig, pretrain
+from florence_lib.training.batches import trim_padding
 from florence_lib.training.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -99,6 +101,24 @@ def test_no_weight_decay_on_norms_biases_temperature_embeddings(tiny):
     assert all(tiny.get_parameter(n).ndim <= 1 for n in free if "norm" in n or n.endswith(".bias"))
     opt = build_optimizer(tiny, lr=1e-3, weight_decay=0.2)
     assert opt.defaults["fused"] is True  # the single-kernel update is available on CPU
+
+
+# ------------------------------------------------------------------------------------------------- batches
+@pytest.mark.parametrize("preset", ["unicl_tiny", "unicl_minilm_tiny"])
+def test_trimmed_padding_gives_the_same_text_features(preset):
+    """Both poolings ignore padding (causal end token; masked mean), so cutting all-pad columns is exact."""
+    torch.manual_seed(0)
+    model = create_model(preset, text={"pretrained": False} if "minilm" in preset else {}).eval()
+    texts = ["a red circle", "a big blue square at the top left, next to a small green star on a gradient", "a"]
+    tokens = Tokenizer()(texts)
+    trimmed = trim_padding(tokens)
+    lengths = tokens["attention_mask"].sum(1)
+    assert trimmed["input_ids"].shape == (3, int(lengths.max())) < tokens["input_ids"].shape
+    assert torch.equal(trimmed["attention_mask"].sum(1), lengths)  # only pad columns were cut
+    with torch.no_grad():
+        full = model.encode_text(tokens["input_ids"], tokens["attention_mask"])
+        short = model.encode_text(trimmed["input_ids"], trimmed["attention_mask"])
+    torch.testing.assert_close(short, full, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints

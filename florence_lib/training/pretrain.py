@@ -8,10 +8,11 @@ while the lr schedule continues. With ``cfg.resume`` a run continues from the ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from .optim import build_optimizer
 from .schedules import build_scheduler
 from .validation import PretrainValidator
 
-RESUME_IGNORES = ("resume", "device", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep")
+RESUME_IGNORES = ("resume", "device", "threads", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep")
 """Config keys a resumed run may change: they do not alter the training trajectory."""
 
 
@@ -146,12 +147,29 @@ def _prepare_run_dir(cfg: PretrainConfig, run_dir: RunDir) -> Path | None:
     return ckpt
 
 
+@contextlib.contextmanager
+def intra_op_threads(threads: int) -> Iterator[None]:
+    """``threads`` torch CPU threads inside the block (0: unchanged), the caller's setting restored after it."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, Any]:
     """Pretrain a UniCL model as ``cfg`` says, logging to ``run_dir``; returns the final metrics.
 
     The returned (and ``results.json``) metrics: steps, final train loss and logit scale, zero-shot top-1 on the
     held-out classes, retrieval R@1 both ways, training images/s and the final checkpoint's path.
     """
+    with intra_op_threads(cfg.threads):
+        return _pretrain(cfg, run_dir)
+
+
+def _pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, Any]:
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)

@@ -17,6 +17,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .metrics import classification_metrics
@@ -54,8 +55,10 @@ class _Fitter:
 
     def __call__(self, c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
         clf = LogisticRegression(C=c, max_iter=self.max_iter, solver="lbfgs", random_state=self.seed)
-        with warnings.catch_warnings():  # counted instead: a sweep at tiny/huge C routinely hits max_iter
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        # One BLAS thread: these fits are small, and spinning BLAS threads on a busy machine made them 12-20x
+        # slower (measured: 14 s vs 1.2 s for one fit at C=1e-6 on 480 x 256 features, 64 classes).
+        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+            warnings.simplefilter("ignore", ConvergenceWarning)  # counted instead: tiny/huge C hit max_iter
             clf.fit(x, y)
         self.not_converged += int(np.max(clf.n_iter_) >= self.max_iter)
         return clf

@@ -277,14 +277,5 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.log.report()
 
 
-def read_shards(
-    urls: str | Path | Sequence[str | Path],
-    transform: Callable | None = None,
-    fields: Sequence[str] | None = None,
-    shuffle: int = 0,
-    seed: int = 0,
-    strict: bool = False,
-    log: BadSampleLog | None = None,
-) -> ShardDataset:
-    """Shorthand for :class:`ShardDataset`, an IterableDataset for ``torch.utils.data.DataLoader``."""
-    return ShardDataset(urls, transform, fields, shuffle, seed, strict, log)
+read_shards = ShardDataset
+"""Shorthand for :class:`ShardDataset`, an IterableDataset for ``torch.utils.data.DataLoader``."""

@@ -61,25 +61,16 @@ def print_dry_run(cfg: Any) -> int:
     return 0
 
 
-def build_parser(load: bool = True) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m florence_lib", description="Florence reproduction: curate, pretrain, evaluate.")
     sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
     for name, module_name in COMMANDS.items():
-        module = _load(module_name) if load else None
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=getattr(module, "HELP", None))
         add_common_arguments(p)
-        if module is not None and hasattr(module, "add_arguments"):
+        if hasattr(module, "add_arguments"):
             module.add_arguments(p)
     return parser
-
-
-def _load(module_name: str) -> Any:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):  # command not built yet: keep the rest of the CLI usable
-            return None
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,10 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        module = _load(COMMANDS[args.command])
-        if module is None:
-            raise UsageError(f"command {args.command!r} is not available in this build")
-        return int(module.main(args) or 0)
+        return int(importlib.import_module(COMMANDS[args.command]).main(args) or 0)
     except (UsageError, ConfigError) as e:
         print(f"florence_lib: error: {e}", file=sys.stderr)
         return 2

@@ -26,8 +26,9 @@ from florence_lib.data.world import (
     WorldRetrieval,
     WorldVideo,
     WorldVQA,
+    subject_is_salient,
 )
-from florence_lib.data.world_render import COLOURS, POSITION_PHRASES
+from florence_lib.data.world_render import COLOURS, POSITION_PHRASES, SIZE_NAMES
 from florence_lib.data.world_text import RELATIONS
 
 
@@ -161,17 +162,68 @@ def test_label_ids_equal_iff_texts_equal(world):
     image_label = np.array(pairs.is_image_label)
     assert 0.2 < image_label.mean() < 0.4
     labels, texts = np.array(pairs.labels), pairs.texts
-    assert (labels[image_label] < n_classes).all() and (labels[~image_label] >= n_classes).all()
+    class_text = np.array([t in pairs.class_texts for t in texts])
+    assert (labels[image_label] < n_classes).all() and class_text[image_label].all()
+    assert (labels[~class_text] >= n_classes).all()
     idx = np.flatnonzero(~image_label)
     for i in idx:
         for j in idx:
             assert (labels[i] == labels[j]) == (texts[i] == texts[j])
     for i in np.flatnonzero(image_label):  # a prompt of the scene's class name, labelled by that class
         assert world.classes[labels[i]] in texts[i] and labels[i] == world.scene("train", int(i)).label
-    assert pairs.num_labels == n_classes + len({texts[i] for i in idx})
+    assert pairs.num_labels == n_classes + len({texts[i] for i in idx if not class_text[i]})
+    assert len(set(labels[labels >= n_classes])) == len({texts[i] for i in idx if not class_text[i]})
     item = pairs[3]
     assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.float32
     assert item["text"] == texts[3] and item["label"] == labels[3]
+
+
+def test_a_caption_equal_to_a_class_text_takes_the_class_label(world):
+    """'a pink hexagon' (short caption) and 'a pink hexagon.' (prompt) are positives of one class, not negatives."""
+    pairs = WorldPairs(world, "train", 300, caption="short", image_label_fraction=0.5)
+    for i, (text, label) in enumerate(zip(pairs.texts, pairs.labels)):
+        subject = world.label_of(world.layout("train", i))
+        assert label == subject, (i, text, label)  # short captions and prompts alike: the subject's class
+    hexagon = world.classes.index("pink hexagon")
+    assert pairs.class_texts["a pink hexagon"] == pairs.class_texts["a pink hexagon."] == hexagon
+    assert pairs.num_labels == len(world.classes)  # no caption id beside the classes: every text named a class
+    long_pairs = WorldPairs(world, "train", 100, caption="long")
+    assert min(long_pairs.labels) >= len(world.classes) and long_pairs.num_labels == 64 + len(set(long_pairs.texts))
+
+
+def test_every_scene_of_every_split_has_one_salient_subject():
+    """The labelling rule, on every layout of each default-sized split, and on pixels for a sample of them."""
+    world = World(WorldConfig(seed=5))
+    large, small = SIZE_NAMES.index("large"), SIZE_NAMES.index("small")
+    heldout = set(world.heldout_pairs)
+    for split in world.splits:
+        counts = Counter()
+        for i in range(world.split_size(split)):
+            objects = world.layout(split, i).objects
+            assert objects[0].size == large and all(o.size == small for o in objects[1:]), (split, i)
+            pairs = [(o.shape, o.colour) for o in objects]
+            if split == "heldout":  # held-out subjects only, and never as a distractor
+                assert pairs[0] in heldout and not set(pairs[1:]) & heldout, (split, i)
+            else:  # held-out compositions appear in no scene of train/val/test, as any object
+                assert not set(pairs) & heldout, (split, i)
+            counts[len(objects)] += 1
+        assert set(counts) == {1, 2, 3, 4}, (split, counts)
+        for i in range(0, world.split_size(split), world.split_size(split) // 40):
+            for size in (48, 64):
+                s = world.scene(split, i, image_size=size)
+                assert subject_is_salient(s.boxes), (split, i, size, s.boxes)
+            assert s.class_name == f"{s.objects[0].colour_name} {s.objects[0].shape_name}"
+
+
+def test_captions_describe_the_scene(world):
+    for i in range(200):
+        s = world.scene("train", i)
+        subject = s.objects[0]
+        assert s.captions[0] == f"{'an' if subject.colour_name[0] in 'aeiou' else 'a'} {s.class_name}"
+        for caption in s.captions[1:]:  # every longer caption names every object, the subject first
+            at = [caption.find(f"{o.colour_name} ") for o in s.objects]
+            assert all(o.shape_name in caption for o in s.objects) and min(at) >= 0, (i, caption)
+            assert at[0] == min(at), (i, caption)
 
 
 def test_every_domain_renders(world):

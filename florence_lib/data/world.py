@@ -7,15 +7,18 @@ layout alone come captions (short 'a red circle' to long, all objects with place
 boxes and question/answer pairs; pixels come from :mod:`.world_render` and clips from :mod:`.world_video`.
 
 Design choices
-- **Labels.** ``label_by="shape_colour"`` (default): the class of a scene is its *main* object's colour and
-  shape ('red circle', 64 classes). The main object is listed first in every caption. This makes held-out
-  combinations real zero-shot classes; ``label_by="shape"`` gives 8 colour-free classes, the fairer choice
-  for grayscale domains (sketch, thermal, x-ray).
+- **Labels: one salient subject.** Every scene has a *subject*, ``objects[0]``, drawn large; the 0-3 other
+  objects (distractors) are drawn small: a 1.67x radius, so the subject's box has 2.4x the area of a distractor's at
+  the median (:func:`subject_is_salient` checks >= 1.4x on pixels). ``label_by="shape_colour"`` (default): a scene's class is
+  its subject's colour and shape ('red circle', 64 classes), so held-out combinations are real zero-shot classes;
+  ``label_by="shape"`` gives 8 colour-free classes, the fairer choice for grayscale domains (sketch, thermal,
+  x-ray). Equal-salience scenes labelled by an arbitrary object made every world task ambiguous (issue 10).
 - **Held-out combinations.** The (shape, colour) pairs in ``heldout`` never appear, in pixels or text, in the
-  ``train``, ``val`` or ``test`` splits; the ``heldout`` split's main object is always one of them.
-- **Caption repetition.** Every scene's shortest caption names only its main object's colour and shape, so
-  it is shared by ~1/64 of all images; ``caption_repeat`` is the share of image-text pairs that use it (as
-  350M of FLD-900M's 900M pairs share a text), the rest use the long, nearly unique caption.
+  ``train``, ``val`` or ``test`` splits; the ``heldout`` split's subject is always one of them (its distractors never are).
+- **Captions.** The shortest caption names the subject alone ('a red circle', as 'a dog' captions a photo of a
+  dog with a ball in it) and is shared by ~1/64 of all images; the five longer ones name every object of the
+  scene. ``caption_repeat`` is the share of image-text pairs that use the shared caption (as 350M of FLD-900M's
+  900M pairs share a text), the rest use the longest, nearly unique caption.
 - **Determinism.** Sample ``index`` of ``split`` draws only from a counter-based Philox generator keyed by
   (seed, split, stream, index), so any sample renders alone, byte for byte, and no two samples or splits
   share a random stream.
@@ -43,6 +46,7 @@ from .world_render import (
     COLOUR_NAMES,
     DOMAINS,
     SHAPES,
+    SIZE_NAMES,
     SIZES,
     TEXTURES,
     Sprite,
@@ -54,6 +58,10 @@ from .world_video import ACTIONS, Clip, render_clip
 
 SPLITS = ("train", "val", "test", "heldout")
 _RADII = tuple(SIZES.values())
+_SUBJECT_SIZE, _DISTRACTOR_SIZE = SIZE_NAMES.index("large"), SIZE_NAMES.index("small")
+SALIENCE_AREA_RATIO = 1.4
+"""The subject's box covers at least this many times the area of any other object's box (at >= 48 px; radii
+are 1.67x, box areas 2.4x at the median and >= 1.5x for the least compact shapes, rounding to pixels aside)."""
 _STREAM_SCENE, _STREAM_CLIP = 0, 1  # world_datasets uses stream 2 for its views
 
 
@@ -94,7 +102,7 @@ class WorldConfig:
 
 @dataclass(frozen=True)
 class Layout:
-    """What a scene contains, before any pixel is drawn; objects[0] is the main object."""
+    """What a scene contains, before any pixel is drawn; objects[0] is the subject (large), the rest are distractors (small)."""
 
     objects: tuple[WorldObject, ...]
     background: int
@@ -176,7 +184,7 @@ class World:
             else:
                 shape = int(u[0] * len(SHAPES))
                 colour = self.allowed_colours[shape][int(u[1] * len(self.allowed_colours[shape]))]
-            size = int(u[2] * len(SIZES))
+            size = _SUBJECT_SIZE if k == 0 else _DISTRACTOR_SIZE  # the subject is the largest (salience rule)
             slack = max(0.0, 1 / 6 - _RADII[size])  # stay inside the cell: no overlaps
             row, col = divmod(cells[k], 3)
             objects.append(WorldObject(shape, colour, size, int(u[3] * len(TEXTURES)), cells[k],
@@ -188,6 +196,7 @@ class World:
         return self._layout(split, self.rng(split, index))
 
     def label_of(self, layout: Layout) -> int:
+        """The class of the scene's subject, ``objects[0]``: the one large object (see :func:`subject_is_salient`)."""
         main = layout.objects[0]
         return main.shape * len(COLOUR_NAMES) + main.colour if self.cfg.label_by == "shape_colour" else main.shape
 
@@ -221,7 +230,14 @@ class World:
         return render_clip(self, rng, split == "heldout", image_size or self.cfg.image_size, domain)
 
 
+def subject_is_salient(boxes: np.ndarray) -> bool:
+    """The labelling rule, checked on pixels: box 0 (the subject) covers at least ``SALIENCE_AREA_RATIO`` times
+    the area of every other box, so "the object of this image" is never ambiguous."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return bool(len(area) == 1 or area[0] >= SALIENCE_AREA_RATIO * area[1:].max())
+
+
 __all__ = [
-    "SPLITS", "Clip", "Layout", "Scene", "World", "WorldClassification", "WorldConfig", "WorldDetection",
+    "SALIENCE_AREA_RATIO", "SPLITS", "subject_is_salient", "Clip", "Layout", "Scene", "World", "WorldClassification", "WorldConfig", "WorldDetection",
     "WorldObject", "WorldPairs", "WorldRetrieval", "WorldVQA", "WorldVideo",
 ]

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .prompts import VIDEO_TEMPLATES
 from .transforms import as_video, tensor_transform
 from .world_render import COLOUR_NAMES, POSITIONS, SHAPES
+from .world_text import article
 from .world_text import captions as scene_captions
 
 if TYPE_CHECKING:
@@ -46,14 +47,26 @@ class _WorldDataset(Dataset):
         return index
 
 
+def class_texts(world: World) -> dict[str, int]:
+    """Every text that names one class and nothing else: 'a red circle' and each prompt, mapped to the class."""
+    out: dict[str, int] = {}
+    for c, name in enumerate(world.classes):
+        out[f"{article(name)} {name}"] = c
+        for template in world.templates:
+            out[template.replace("{}", name)] = c
+    return out
+
+
 class WorldPairs(_WorldDataset):
     """Image-text pairs with UniCL labels: ``dict(image=Tensor[3, H, W], text=str, label=int)``.
 
     ``caption``: "short" (the shared 'a red circle' caption), "long" (the most descriptive one) or "mixed"
     (short with probability ``world.cfg.caption_repeat``, else long). With probability
     ``image_label_fraction`` a sample is image-label data instead: its text is a prompt template filled with
-    its class name and its label is the class index. Caption texts get ids after the classes, one per distinct
-    text (equal text <=> equal id), so the two kinds never collide; ``num_labels`` counts them all.
+    its class name and its label is the class index. A caption identical to a class's own text (its short
+    caption 'a red circle' or one of its prompts 'a red circle.') takes that class's label, so the two are
+    positives, not each other's negatives; every other caption text gets an id after the classes, one per
+    distinct text (equal text <=> equal id). ``num_labels`` counts them all.
     """
 
     def __init__(self, world: World, split: str, size: int | None = None, transform: Transform | None = None,
@@ -64,6 +77,7 @@ class WorldPairs(_WorldDataset):
         if not 0.0 <= image_label_fraction <= 1.0:
             raise ValueError(f"image_label_fraction: {image_label_fraction} is outside [0, 1]")
         n_classes = len(world.classes)
+        self.class_texts = class_texts(world)
         table: dict[str, int] = {}
         self.texts: list[str] = []
         self.labels: list[int] = []
@@ -79,7 +93,9 @@ class WorldPairs(_WorldDataset):
                 caps = scene_captions(layout.objects, layout.background, layout.gradient)
                 short = caption == "short" or (caption == "mixed" and u[1] < world.cfg.caption_repeat)
                 text = caps[0] if short else caps[-1]
-                label = table.setdefault(text, n_classes + len(table))
+                label = self.class_texts.get(text)
+                if label is None:
+                    label = table.setdefault(text, n_classes + len(table))
             self.texts.append(text)
             self.labels.append(label)
             self.is_image_label.append(image_label)

@@ -70,17 +70,29 @@ def _join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+def name(o: WorldObject) -> str:
+    """'a red circle': the object's colour and shape, the class caption of a scene whose subject it is."""
+    return f"{article(o.colour_name)} {o.colour_name} {o.shape_name}"
+
+
 def captions(objects: tuple[WorldObject, ...], background: int, gradient: int) -> list[str]:
-    """Six captions ordered from shortest to longest; the first, 'a red circle', is shared by many images."""
+    """Six captions ordered from shortest to longest. The first, 'a red circle', names the subject
+    (``objects[0]``, the large object) and is shared by many images; the others name every object."""
     main, others = objects[0], objects[1:]
     bg = BACKGROUND_NAMES[background] + (" gradient" if gradient else "")
     n = len(objects)
+    if others:
+        middle = [
+            f"{name(main)} with " + _join([name(o) for o in others]),
+            f"{main.describe()} with " + _join([o.describe() for o in others]),
+            f"{main.describe(position=True)} with " + _join([o.describe(position=True) for o in others]),
+        ]
+    else:
+        middle = [main.describe(), main.describe(position=True),
+                  f"a single {main.describe()[2:]} {POSITION_PHRASES[main.cell]} on a {bg} background"]
     texts = [
-        f"{article(main.colour_name)} {main.colour_name} {main.shape_name}",
-        main.describe(),
-        main.describe(position=True),
-        (f"{main.describe(position=True)}, beside {others[0].describe()}" if others
-         else f"a single {main.describe()[2:]} {POSITION_PHRASES[main.cell]} on a {bg} background"),
+        name(main),
+        *middle,
         f"{NUMBER_WORDS[n]} shape{'s' if n > 1 else ''}: " + _join([o.describe() for o in objects]),
         _join([o.describe(position=True) for o in objects]) + f", on a {bg} background",
     ]

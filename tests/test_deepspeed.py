@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_unicl import BATCH, tiny_batch, tiny_model
+from tiny_unicl import BATCH, CONTEXT, tiny_batch, tiny_model
 
 from florence_lib import distributed as D
 from florence_lib.config import ConfigError, from_dict
+from florence_lib.models import create_model
 from florence_lib.training.checkpoint import WEIGHTS, read_model_spec
 from florence_lib.training.config import PretrainConfig
 from florence_lib.training.ds_config import pretrain_ds_config
@@ -83,8 +85,30 @@ def losses(engine, steps: range) -> list[float]:
     return [engine.train_step(rank_batch(s))["loss"] for s in steps]
 
 
+def temperature_trace(stage: int) -> list[float]:
+    """exp(logit_scale) under an objective that pulls the temperature up for 6 steps, then down for 24."""
+    cfg = from_dict(PretrainConfig, {
+        "data": {"batch_size": BATCH}, "optim": {"lr": 0.05, "warmup_steps": 0, "fused": False},
+        "phases": [{"name": "a", "steps": 100}], "distributed": {"engine": "deepspeed", "zero_stage": stage}})
+    torch.manual_seed(0)
+    model = create_model("unicl_tiny", init_logit_scale=math.log(90),
+                         text={"context_length": CONTEXT, "vocab_size": 512})
+    engine = build_engine(cfg, model, torch.device("cpu"))
+    sign = [1.0]
+
+    def objective(m, batch):
+        image, text, scale = m(batch["image"], batch["input_ids"], batch["attention_mask"])
+        return -sign[0] * scale + 0.0 * (image.sum() + text.sum()), {}
+
+    engine.objective, trace = objective, []
+    for s in [1.0] * 6 + [-1.0] * 24:
+        sign[0] = s
+        trace.append(engine.train_step(rank_batch(0))["logit_scale"])
+    return trace
+
+
 def run_checks(checkpoints: str) -> dict[str, list[float]]:
-    out = {}
+    out = {f"temperature_zero{stage}": temperature_trace(stage) for stage in (2, 3)}
     for stage in (1, 2, 3):
         out[f"zero{stage}"] = losses(build_engine(config(engine="deepspeed", zero_stage=stage), tiny_model(),
                                                   torch.device("cpu")), range(STEPS))
@@ -123,6 +147,14 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_zero_stages_match_the_single_process_engine(stage: int, two_ranks: tuple) -> None:
     assert two_ranks[0][f"zero{stage}"] == pytest.approx(reference(), rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_temperature_is_clamped_in_place_and_comes_back_down(stage: int, two_ranks: tuple) -> None:
+    trace = two_ranks[0][f"temperature_zero{stage}"]  # exp(logit_scale) after each step
+    assert max(trace) <= 100.0 + 1e-3 and trace[5] == pytest.approx(100.0, rel=1e-5)  # overshoot clamped
+    assert trace[-1] < 100.0 * math.exp(-0.3)  # the fp32 master copy was clamped too: it leaves the bound
 
 
 @pytest.mark.slow

@@ -22,7 +22,13 @@ from ..config import load_config
 from ..data.tokenizer import Tokenizer
 from ..models import create_model
 from ..runs import PROJECT_ROOT, RunDir, notebook_run_dir, seed_everything
-from ..training.checkpoint import latest_checkpoint, load_checkpoint, read_model_spec, resolve_checkpoint
+from ..training.checkpoint import (
+    checkpoint_image_size,
+    latest_checkpoint,
+    load_checkpoint,
+    read_model_spec,
+    resolve_checkpoint,
+)
 from ..training.engine import resolve_device
 from .config import EvalConfig
 from .datasets import ClassificationSet, Split, classification_set, retrieval_set, retrieval_train_pairs
@@ -217,6 +223,8 @@ def notebook_evaluator(notebook: str, *, profile: str, run_dir: str | Path | Non
     ckpt = checkpoint if checkpoint is not None else pretraining_checkpoint(run_dir)
     cfg = load_config(EvalConfig, command="evaluate", profile=profile, overrides=[f"seed={seed}", *overrides])
     cfg.checkpoint = str(ckpt) if ckpt is not None else None
+    if ckpt is not None and not any(o.startswith("image_size=") for o in overrides):
+        cfg.image_size = checkpoint_image_size(resolve_checkpoint(ckpt)) or cfg.image_size  # as trained last
     cfg.data_root = str(data_root) if data_root is not None else None
     out.start(cfg, seed=seed)
     return Evaluator.from_config(cfg, out), out

@@ -10,7 +10,6 @@ import dataclasses
 from typing import Literal
 
 import torch
-from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -81,12 +80,22 @@ class TextTransformer(nn.Module):
         )
         self.ln_final = nn.LayerNorm(width)
         self.grad_checkpointing = False
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """CLIP's init: std width^-0.5 for attention inputs, width^-0.5 (2 layers)^-0.5 for the residual
+        projections (attention output, MLP output; deeper towers add more of them), (2 width)^-0.5 for the MLP
+        input; token embeddings 0.02, positions 0.01. A flat 0.02 under-scales the residual branches of a narrow
+        tower and over-scales those of a wide, deep one."""
+        width, layers = self.width, len(self.blocks)
+        attn_std, proj_std, fc_std = width**-0.5, width**-0.5 * (2 * layers) ** -0.5, (2 * width) ** -0.5
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
-        for module in self.blocks.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            for linear, std in ((block.attn.qkv, attn_std), (block.attn.proj, proj_std),
+                                (block.mlp.fc1, fc_std), (block.mlp.fc2, proj_std)):
+                nn.init.normal_(linear.weight, std=std)
+                nn.init.zeros_(linear.bias)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

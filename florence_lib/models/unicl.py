@@ -1,8 +1,9 @@
 """The UniCL model (paper §2.2): image and text towers projected into one embedding space with a temperature.
 
-The temperature is stored as ``logit_scale`` = log(1 / tau), initialised at ln(1/0.07) as in CLIP, and clamped at
-ln(100) *in the forward pass*: the training loop needs no extra call, and a step that pushes the parameter past
-the bound leaves the scale at 100 (the clamp passes no gradient there) instead of letting it grow.
+The temperature is stored as ``logit_scale`` = log(1 / tau), initialised at ln(1/0.07) as in CLIP and kept in
+[0, ln(100)] by clamping the *parameter* in place after each optimizer step (open_clip's way; the engines call
+:meth:`UniCLModel.parameter_bounds`). A clamp in the forward pass instead passes no gradient once the parameter
+overshoots the bound, so the temperature could never come back down.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class UniCLConfig:
     text: TextTransformerConfig | MiniLMTextConfig = dataclasses.field(default_factory=TextTransformerConfig)
     embed_dim: int = field(512, min=1, help="width of the shared image-text space")
     init_logit_scale: float = field(math.log(1 / 0.07), help="log of the initial inverse temperature")
-    max_logit_scale: float = field(math.log(100), help="the log inverse temperature is clamped here")
+    max_logit_scale: float = field(math.log(100), help="the engines clamp the log inverse temperature here")
 
 
 class UniCLModel(nn.Module):
@@ -64,8 +65,12 @@ class UniCLModel(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def temperature_scale(self) -> torch.Tensor:
-        """exp(logit_scale) after the clamp: the factor that multiplies cosine similarities into logits."""
-        return self.logit_scale.clamp(max=self.config.max_logit_scale).exp().squeeze(0)
+        """exp(logit_scale): the factor that multiplies cosine similarities into logits."""
+        return self.logit_scale.exp().squeeze(0)
+
+    def parameter_bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """Parameters the training engines clamp in place after every optimizer step: ``name -> (min, max)``."""
+        return {"logit_scale": (0.0, self.config.max_logit_scale)}
 
     def forward(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor

@@ -145,6 +145,12 @@ def read_model_spec(path: str | Path) -> dict[str, Any]:
     return json.loads(meta["model"])
 
 
+def checkpoint_image_size(path: str | Path) -> int | None:
+    """The image side the checkpoint was trained at last (its final phase's), or None where not recorded."""
+    size = read_model_spec(path).get("image_size")
+    return int(size) if size is not None else None
+
+
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     return load_file(str(resolve_checkpoint(path) / WEIGHTS), device=str(device))
 

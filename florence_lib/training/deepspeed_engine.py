@@ -112,10 +112,27 @@ class DeepSpeedEngine(Engine):
         loss = D.all_reduce_mean([sum(losses) / len(losses)]).item()
         if not torch.isfinite(torch.tensor(loss)):
             raise FloatingPointError(f"step {self.step}: loss is {loss}")
+        self._clamp_parameters()
         self.step += 1
         grad_norm = self.ds.get_global_grad_norm()
         return {"loss": loss, "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"), "lr": lr,
                 "logit_scale": self._logit_scale()}
+
+    def _clamp_parameters(self) -> None:
+        """:func:`clamp_parameters` on both copies DeepSpeed keeps: the fp32 master weights its optimizer updates
+        (ZeRO 1-3 / bf16 optimizer) and the module's parameter (gathered from its shards under ZeRO-3)."""
+        import deepspeed
+        from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+        bounds = getattr(self.model, "parameter_bounds", None)
+        for name, (low, high) in (bounds() if bounds is not None else {}).items():
+            param = self.model.get_parameter(name)
+            master = safe_get_full_fp32_param(param)
+            if master is not None:
+                safe_set_full_fp32_param(param, master.clamp(low, high))
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=0, enabled=hasattr(param, "ds_id")):
+                with torch.no_grad():
+                    param.clamp_(low, high)
 
     def _logit_scale(self) -> float:
         import deepspeed

@@ -41,6 +41,14 @@ def move_to(batch: Batch, device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+@torch.no_grad()
+def clamp_parameters(model: nn.Module) -> None:
+    """Clamp in place the parameters ``model.parameter_bounds()`` names (e.g. the temperature), after a step."""
+    bounds = getattr(model, "parameter_bounds", None)
+    for name, (low, high) in (bounds() if bounds is not None else {}).items():
+        model.get_parameter(name).clamp_(low, high)
+
+
 class Engine:
     """Optimisation of ``model`` under ``objective``; see the module docstring for what a subclass replaces."""
 
@@ -79,7 +87,7 @@ class Engine:
         return loss.detach(), logs
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        """Forward, backward, clip, update, advance the schedule; returns the scalars to log."""
+        """Forward, backward, clip, update, clamp bounded parameters, advance the schedule; returns the logs."""
         self.model.train()
         loss, logs = self.forward_backward(move_to(batch, self.device))
         if not torch.isfinite(loss):
@@ -87,6 +95,7 @@ class Engine:
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip or float("inf"))
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
+        clamp_parameters(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1

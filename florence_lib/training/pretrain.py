@@ -189,12 +189,15 @@ def _pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, An
         spec = model_spec(cfg, phases[0])
         engine = build_engine(cfg, build_model(spec), device)
     else:
-        spec = read_model_spec(resume_from)
+        spec = {k: v for k, v in read_model_spec(resume_from).items() if k != "image_size"}
         engine = build_engine(cfg, build_model(spec, load_weights(resume_from)), device)
         engine.resume(resume_from)
+    trained_at = {"image_size": phases[0].image_size}
 
     def save() -> Path:
-        return engine.save(run_dir.checkpoints, model_spec=spec, config=cfg, keep=cfg.checkpoint_keep)
+        """A checkpoint that records the resolution it was trained at last: evaluation defaults to it."""
+        return engine.save(run_dir.checkpoints, model_spec={**spec, **trained_at}, config=cfg,
+                           keep=cfg.checkpoint_keep)
 
     validator, seconds, images = None, 0.0, 0
     for phase in phases:
@@ -205,6 +208,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, An
             model = build_model(wanted, engine.module_state_dict())
             engine, spec = build_engine(cfg, model, device, engine.step), wanted
         validator = PretrainValidator(world_for(cfg.data, phase.image_size), tokenizer, device, cfg.data.val_size)
+        trained_at["image_size"] = phase.image_size
         start, t0 = engine.step, time.perf_counter()
         engine.fit(phase_loader(cfg, phase, tokenizer, engine.step), phase.end, run_dir=run_dir,
                    log_every=cfg.log_every, eval_every=cfg.eval_every, evaluate=lambda v=validator, e=engine: v(e.model),

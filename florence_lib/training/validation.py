@@ -1,4 +1,4 @@
-"""Validation during pretraining: zero-shot accuracy on held-out world classes and retrieval R@1.
+"""Validation during pretraining: zero-shot accuracy, retrieval R@1 and a text-collapse detector on the world.
 
 Minimal and exact (whole similarity matrices, no approximate search); ``florence_lib.evaluation`` holds the full
 protocols (prompt-ensemble caches, top-5, mean per-class recall, R@5/10).
@@ -65,6 +65,15 @@ def zero_shot_accuracy(image_features: torch.Tensor, labels: torch.Tensor, promp
     return (pred == labels).float().mean().item()
 
 
+def mean_pairwise_cosine(features: torch.Tensor) -> float:
+    """Mean cosine similarity over distinct pairs of rows: the collapse detector. Near 1, every class prompt
+    embeds to one vector (a collapsed text tower: an lr 1e-3 run reached 0.9998 by step 50); a working tower
+    keeps it well below its init value."""
+    f = F.normalize(features.float(), dim=-1)
+    n = len(f)
+    return ((f @ f.T).sum() - n).item() / (n * (n - 1))
+
+
 def recall_at_1(image_features: torch.Tensor, text_features: torch.Tensor, text_image: torch.Tensor,
                 ) -> dict[str, float]:
     """Image->text and text->image R@1; ``text_image[j]`` is the index of the image that caption ``j`` describes.
@@ -78,18 +87,22 @@ def recall_at_1(image_features: torch.Tensor, text_features: torch.Tensor, text_
 
 
 class PretrainValidator:
-    """Zero-shot top-1 on the world's held-out classes and caption retrieval R@1 on its val split.
+    """Zero-shot top-1 on the world's held-out classes and on all its classes, caption retrieval R@1 on its val
+    split, and the collapse detector.
 
-    Zero-shot is scored among the held-out classes only (chance = 1 / their number): no image or text of those
-    colour-shape combinations is seen in training. Retrieval pairs each val image with its longest caption
-    (nearly unique, as in COCO), so chance is 1 / ``size``.
+    ``zero_shot_top1`` is scored among the held-out classes only (chance = 1 / their number): no image or text of
+    those colour-shape combinations is seen in training. ``zero_shot_top1_all`` is the 64-way task of notebook 03
+    on the test split (chance 1/64). Retrieval pairs each val image with its longest caption (nearly unique, as
+    in COCO), so chance is 1 / ``size``. ``class_prompt_cosine`` is the mean pairwise cosine of the prompt-ensemble
+    embeddings of all classes (see :func:`mean_pairwise_cosine`).
     """
 
     def __init__(self, world: World, tokenizer: Tokenizer, device: torch.device, size: int) -> None:
         self.tokenizer, self.device = tokenizer, device
         self.classification = WorldClassification(world, "heldout", size)
+        self.all_classes = WorldClassification(world, "test", size)
         present = sorted(set(self.classification.targets))
-        self.class_names = [self.classification.classes[c] for c in present]
+        self.heldout = torch.tensor(present)
         remap = {c: i for i, c in enumerate(present)}
         self.labels = torch.tensor([remap[t] for t in self.classification.targets])
         self.retrieval = WorldRetrieval(world, "val", size, captions_per_image=1)
@@ -98,13 +111,15 @@ class PretrainValidator:
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict[str, float]:
         model.eval()
-        templates = self.classification.templates
-        prompts = [t.replace("{}", c) for c in self.class_names for t in templates]
-        prompt_feats = encode_texts(model, self.tokenizer, prompts, self.device)
-        prompt_feats = prompt_feats.view(len(self.class_names), len(templates), -1)
+        templates, classes = self.classification.templates, self.classification.classes
+        prompts = [t.replace("{}", c) for c in classes for t in templates]
+        prompt_feats = encode_texts(model, self.tokenizer, prompts, self.device).view(len(classes), len(templates), -1)
         images, _ = encode_images(model, self.classification, self.device)
-        out = {"zero_shot_top1": zero_shot_accuracy(images, self.labels, prompt_feats)}
+        out = {"zero_shot_top1": zero_shot_accuracy(images, self.labels, prompt_feats[self.heldout])}
+        images, _ = encode_images(model, self.all_classes, self.device)
+        out["zero_shot_top1_all"] = zero_shot_accuracy(images, torch.tensor(self.all_classes.targets), prompt_feats)
         images, _ = encode_images(model, self.retrieval, self.device)
         texts = encode_texts(model, self.tokenizer, self.captions, self.device)
         out.update(recall_at_1(images, texts, torch.arange(len(self.captions))))
+        out["class_prompt_cosine"] = mean_pairwise_cosine(F.normalize(prompt_feats, dim=-1).mean(dim=1))
         return out

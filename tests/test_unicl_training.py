@@ -7,10 +7,17 @@ import math
 import pytest
 import torch
 
+from florence_lib.config import from_dict
+from florence_lib.evaluation.evaluator import notebook_evaluator
 from florence_lib.models import create_model
 from florence_lib.models.text_encoder import TextTransformer
+from florence_lib.runs import RunDir
+from florence_lib.training.checkpoint import checkpoint_image_size, list_checkpoints, read_model_spec
+from florence_lib.training.config import PretrainConfig
 from florence_lib.training.engine import Engine
+from florence_lib.training.pretrain import pretrain
 from florence_lib.training.schedules import build_scheduler
+from florence_lib.training.validation import mean_pairwise_cosine
 
 
 @pytest.mark.parametrize("width, layers", [(64, 2), (256, 6)])
@@ -57,3 +64,30 @@ def test_temperature_overshoots_the_bound_is_clamped_and_comes_back_down():
     # ...and once the loss wants a warmer temperature, it moves off the bound (a forward-pass clamp would pass
     # no gradient from there, and the parameter, free to grow past the bound, could never come back).
     assert down[-1] < bound - 0.3 and down[-1] < down[-10] < bound
+
+
+def test_collapse_detector_reads_one_for_collapsed_and_zero_for_orthogonal_embeddings():
+    assert mean_pairwise_cosine(torch.ones(5, 8) + 1e-4 * torch.randn(5, 8)) == pytest.approx(1.0, abs=1e-4)
+    assert mean_pairwise_cosine(torch.eye(6)) == pytest.approx(0.0, abs=1e-7)
+    pair = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # 45 degrees
+    assert mean_pairwise_cosine(pair) == pytest.approx(math.cos(math.pi / 4))
+
+
+def test_checkpoint_records_its_final_resolution_and_validation_logs_the_detector(tmp_path):
+    cfg = from_dict(PretrainConfig, {
+        "data": {"train_size": 64, "val_size": 16, "batch_size": 8, "image_size": 32},
+        "optim": {"warmup_steps": 1}, "log_every": 1, "eval_every": 2, "checkpoint_every": 2, "device": "cpu",
+        "phases": [{"name": "stage1", "steps": 2, "image_label_fraction": 0.5},
+                   {"name": "hires", "steps": 2, "image_size": 48, "window_size": 6}]})
+    results = pretrain(cfg, tmp_path)
+    checkpoints = list_checkpoints(tmp_path / "checkpoints")
+    assert [checkpoint_image_size(c) for c in checkpoints] == [32, 48]  # step 2 ended stage1, step 4 hires
+    assert read_model_spec(checkpoints[-1])["kwargs"]["image"]["window_size"] == 6
+    val = [r for r in RunDir(tmp_path).metrics() if r["split"] == "val"]
+    assert [r["step"] for r in val] == [2, 4]
+    for r in val + [results]:
+        assert -1.0 <= r["class_prompt_cosine"] <= 1.0 and 0.0 <= r["zero_shot_top1_all"] <= 1.0
+    # evaluation defaults to the resolution the checkpoint finished at
+    ev, _ = notebook_evaluator("03_zero_shot", profile="smoke", run_dir=tmp_path / "series", data_root=None,
+                               checkpoint=checkpoints[-1], seed=0)
+    assert ev.cfg.image_size == 48

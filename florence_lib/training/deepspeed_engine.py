@@ -118,21 +118,28 @@ class DeepSpeedEngine(Engine):
         return {"loss": loss, "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"), "lr": lr,
                 "logit_scale": self._logit_scale()}
 
+    @torch.no_grad()
     def _clamp_parameters(self) -> None:
         """:func:`clamp_parameters` on both copies DeepSpeed keeps: the fp32 master weights its optimizer updates
-        (ZeRO 1-3 / bf16 optimizer) and the module's parameter (gathered from its shards under ZeRO-3)."""
-        import deepspeed
-        from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+        and the module's parameter. A clamp is elementwise, so under ZeRO-3 each rank clamps its own partition."""
+        from deepspeed.utils import (
+            safe_get_full_fp32_param,
+            safe_get_local_fp32_param,
+            safe_set_full_fp32_param,
+            safe_set_local_fp32_param,
+        )
 
         bounds = getattr(self.model, "parameter_bounds", None)
         for name, (low, high) in (bounds() if bounds is not None else {}).items():
             param = self.model.get_parameter(name)
-            master = safe_get_full_fp32_param(param)
+            if hasattr(param, "ds_id"):  # ZeRO-3: this rank's slices of the master and of the module copy
+                safe_set_local_fp32_param(param, safe_get_local_fp32_param(param).clamp(low, high))
+                param.ds_tensor.clamp_(low, high)
+                continue
+            master = safe_get_full_fp32_param(param)  # ZeRO-1/2 and the bf16 optimizer; None without ZeRO
             if master is not None:
                 safe_set_full_fp32_param(param, master.clamp(low, high))
-            with deepspeed.zero.GatheredParameters([param], modifier_rank=0, enabled=hasattr(param, "ds_id")):
-                with torch.no_grad():
-                    param.clamp_(low, high)
+            param.clamp_(low, high)
 
     def _logit_scale(self) -> float:
         import deepspeed

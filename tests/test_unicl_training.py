@@ -8,16 +8,23 @@ import pytest
 import torch
 
 from florence_lib.config import from_dict
+from florence_lib.data.tokenizer import Tokenizer
+from florence_lib.data.world import World, WorldConfig
 from florence_lib.evaluation.evaluator import notebook_evaluator
 from florence_lib.models import create_model
 from florence_lib.models.text_encoder import TextTransformer
 from florence_lib.runs import RunDir
-from florence_lib.training.checkpoint import checkpoint_image_size, list_checkpoints, read_model_spec
+from florence_lib.training.checkpoint import (
+    checkpoint_image_size,
+    list_checkpoints,
+    load_weights,
+    read_model_spec,
+)
 from florence_lib.training.config import PretrainConfig
 from florence_lib.training.engine import Engine
-from florence_lib.training.pretrain import pretrain
+from florence_lib.training.pretrain import build_model, pretrain
 from florence_lib.training.schedules import build_scheduler
-from florence_lib.training.validation import mean_pairwise_cosine
+from florence_lib.training.validation import PretrainValidator, mean_pairwise_cosine
 
 
 @pytest.mark.parametrize("width, layers", [(64, 2), (256, 6)])
@@ -73,7 +80,7 @@ def test_collapse_detector_reads_one_for_collapsed_and_zero_for_orthogonal_embed
     assert mean_pairwise_cosine(pair) == pytest.approx(math.cos(math.pi / 4))
 
 
-def test_checkpoint_records_its_final_resolution_and_validation_logs_the_detector(tmp_path):
+def test_checkpoint_resolution_detector_and_window_change(tmp_path):
     cfg = from_dict(PretrainConfig, {
         "data": {"train_size": 64, "val_size": 16, "batch_size": 8, "image_size": 32},
         "optim": {"warmup_steps": 1}, "log_every": 1, "eval_every": 2, "checkpoint_every": 2, "device": "cpu",
@@ -87,6 +94,19 @@ def test_checkpoint_records_its_final_resolution_and_validation_logs_the_detecto
     assert [r["step"] for r in val] == [2, 4]
     for r in val + [results]:
         assert -1.0 <= r["class_prompt_cosine"] <= 1.0 and 0.0 <= r["zero_shot_top1_all"] <= 1.0
+    # a window change alone (the phase-change rebuild, tables interpolated 4 -> 6) keeps what was learned: at the
+    # same resolution the trained checkpoint scores the same (it is the resolution change that costs, issue 10)
+    trained = load_weights(checkpoints[0])
+    before = build_model({"name": "unicl_tiny", "kwargs": {}}, trained)
+    after = build_model({"name": "unicl_tiny", "kwargs": {"image": {"window_size": 6}}}, trained)
+    validator = PretrainValidator(World(WorldConfig(image_size=32)), Tokenizer(), torch.device("cpu"), 16)
+    scores_before, scores_after = validator(before), validator(after)
+    for key, value in scores_before.items():
+        assert scores_after[key] == pytest.approx(value, abs=1 / 16 + 1e-6), key
+    images = torch.stack([validator.all_classes[i][0] for i in range(16)])
+    with torch.no_grad():
+        cosine = (before.encode_image(images) * after.encode_image(images)).sum(-1)
+    assert cosine.min().item() > 0.999
     # evaluation defaults to the resolution the checkpoint finished at
     ev, _ = notebook_evaluator("03_zero_shot", profile="smoke", run_dir=tmp_path / "series", data_root=None,
                                checkpoint=checkpoints[-1], seed=0)

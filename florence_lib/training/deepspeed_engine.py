@@ -135,6 +135,7 @@ class DeepSpeedEngine(Engine):
             if hasattr(param, "ds_id"):  # ZeRO-3: this rank's slices of the master and of the module copy
                 safe_set_local_fp32_param(param, safe_get_local_fp32_param(param).clamp(low, high))
                 param.ds_tensor.clamp_(low, high)
+                param.data.clamp_(low, high)  # empty when partitioned; the whole value when small enough to persist
                 continue
             master = safe_get_full_fp32_param(param)  # ZeRO-1/2 and the bf16 optimizer; None without ZeRO
             if master is not None:

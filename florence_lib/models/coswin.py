@@ -127,11 +127,13 @@ def relative_position_index(height: int, width: int, window: int, device: torch.
 
 
 class WindowSelfAttention(WindowAttention):
-    """timm's window attention (same parameters, same state-dict keys) for a whole batch of windowed maps at once.
+    """timm's window attention (same parameters, same state-dict keys) over a whole ``[B, L, C]`` token map at once.
 
-    Takes ``[B, num_windows, N, C]`` and calls ``F.scaled_dot_product_attention`` once, with the relative position
-    bias and the window mask summed into one additive mask ``[num_windows * heads, N, N]`` that broadcasts over
-    the batch (timm's fused path expands it to the batch: ``B`` times the memory and additions).
+    The projections run on the map's real tokens only: ``qkv`` before the tokens are gathered into (padded,
+    shifted) windows, ``proj`` after they are scattered back, so padding costs attention, not matmuls. One call
+    of ``F.scaled_dot_product_attention`` covers all windows, with the relative position bias and the window mask
+    summed into one additive mask ``[num_windows * heads, N, N]`` broadcast over the batch (timm's fused path
+    expands it to the batch: ``B`` times the memory and additions).
     """
 
     def rel_pos_bias(self, height: int, width: int) -> torch.Tensor:
@@ -143,18 +145,25 @@ class WindowSelfAttention(WindowAttention):
         n = height * width
         return table[index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
 
-    def forward_windows(self, x: torch.Tensor, mask: torch.Tensor | None, grid: tuple[int, int] | None = None
-                        ) -> torch.Tensor:
-        """``grid``: the windows' shape when smaller than the window (a map that fits in one window)."""
-        b, nw, n, c = x.shape
-        heads = self.num_heads
-        qkv = self.qkv(x).view(b, nw, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5)
+    def forward_map(self, x: torch.Tensor, grid: tuple[int, int], order: tuple[torch.Tensor, torch.Tensor] | None,
+                    mask: torch.Tensor | None) -> torch.Tensor:
+        """``x`` [B, L, C]; ``order``: :func:`window_order`'s (gather, scatter), None when the map is one window
+        of shape ``grid`` (else ``grid`` is the window)."""
+        b, _, c = x.shape
+        heads, n = self.num_heads, grid[0] * grid[1]
+        qkv = self.qkv(x)
+        if order is not None:
+            qkv = qkv.index_select(1, order[0])
+        nw = qkv.shape[1] // n
+        qkv = qkv.view(b, nw, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv.reshape(3, b, nw * heads, n, c // heads).unbind(0)
-        bias = self.rel_pos_bias(*(grid or self.window_size))  # [1, heads, N, N]
+        bias = self.rel_pos_bias(*grid)  # [1, heads, N, N]
         bias = bias if mask is None else bias + mask.unsqueeze(1).to(bias.dtype)
         bias = bias.expand(nw, heads, n, n).reshape(1, nw * heads, n, n).to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = out.view(b, nw, heads, n, c // heads).transpose(2, 3).reshape(b, nw * n, c)
+        if order is not None:
+            out = out.index_select(1, order[1])
         return self.proj(out)
 
 
@@ -179,13 +188,13 @@ class CoSwinBlock(nn.Module):
 
     def _attention(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, h, w, c = x.shape
-        if h <= self.window_size and w <= self.window_size:
+        win = self.window_size
+        if h <= win and w <= win:
             # One window holds the whole map: attend over the map as it is. The same as padding it to the window
             # and masking the padding (up to exp(MASKED)), without computing the padding.
-            return self.attn.forward_windows(x.reshape(b, 1, h * w, c), None, grid=(h, w)).view(b, h, w, c)
-        gather, scatter = window_order(h, w, self.window_size, self.shift_for(h, w), x.device)
-        windows = x.reshape(b, h * w, c).index_select(1, gather).view(b, -1, self.window_size**2, c)
-        return self.attn.forward_windows(windows, mask).index_select(1, scatter).view(b, h, w, c)
+            return self.attn.forward_map(x.reshape(b, h * w, c), (h, w), None, None).view(b, h, w, c)
+        order = window_order(h, w, win, self.shift_for(h, w), x.device)
+        return self.attn.forward_map(x.reshape(b, h * w, c), (win, win), order, mask).view(b, h, w, c)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.drop_path(self._attention(self.norm1(x), mask))

@@ -110,29 +110,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             scheds[name].step()
             seconds[name] += time.perf_counter() - t
             if step % args.eval_every == 0 or step == args.steps:
-                curves[name].append({"step": step, "loss": loss.item(), **evaluate(model, test_x[:500], test_y[:500])})
+                curves[name].append({"step": step, "loss": loss.item(), **evaluate(model, test_x, test_y)})
                 print(f"{name} step {step} loss {loss.item():.3f} {curves[name][-1]}", flush=True)
-    rows = []
-    for name, model in models.items():
-        rows.append({"tower": name, **evaluate(model, test_x, test_y),
-                     "params": sum(p.numel() for p in model.parameters()),
-                     "seconds_per_1000_steps": 1000 * seconds[name] / args.steps, "curve": curves[name]})
-    return {"args": vars(args), "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": os.uname().nodename,
-            "rows": rows, "environment": environment_report()}
+        if step % args.eval_every == 0 or step == args.steps:  # a killed run still leaves its curve so far
+            write(report(args, models, curves, seconds, step))
+    return report(args, models, curves, seconds, args.steps)
+
+
+def report(args: argparse.Namespace, models: dict, curves: dict, seconds: dict, step: int) -> dict[str, Any]:
+    rows = [{"tower": name, **{k: v for k, v in curves[name][-1].items() if k not in ("step", "loss")},
+             "params": sum(p.numel() for p in model.parameters()),
+             "seconds_per_1000_steps": 1000 * seconds[name] / step, "curve": curves[name]}
+            for name, model in models.items()]
+    return {"args": vars(args), "steps_done": step, "threads": torch.get_num_threads(),
+            "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "host": os.uname().nodename, "rows": rows, "environment": environment_report()}
+
+
+def write(report: dict[str, Any]) -> None:
+    name = report["args"]["name"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"{name}.md").write_text(markdown(report))
 
 
 def markdown(report: dict[str, Any]) -> str:
     a = report["args"]
     lines = [f"# Learnability: supervised image towers on the world's 64 classes ({report['host']}, {report['date']})",
              "", f"One object per scene, {a['image_size']} px, {a['train_size']} train / {a['test_size']} test "
-             f"scenes, batch {a['batch_size']}, AdamW lr {a['lr']} one-cycle, {a['steps']} steps, "
+             f"scenes, batch {a['batch_size']}, AdamW lr {a['lr']} one-cycle over {a['steps']} steps "
+             f"(at step {report['steps_done']}), "
              f"{report['threads']} thread(s), load average {report['load_average'][0]:.1f} (shared machine: "
              "compare seconds within this table only).", "",
-             "| tower | params | top-1 | colour | shape | s / 1,000 steps |", "|---|---|---|---|---|---|"]
+             "| tower | params | top-1 | colour | shape | s / 1,000 steps | top-1 curve (step: top-1) |",
+             "|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
+        curve = ", ".join(f"{c['step']}: {c['top1']:.2f}" for c in r["curve"])
         lines.append(f"| {r['tower']} | {r['params'] / 1e6:.2f}M | {r['top1']:.3f} | {r['colour']:.3f} "
-                     f"| {r['shape']:.3f} | {r['seconds_per_1000_steps']:.0f} |")
+                     f"| {r['shape']:.3f} | {r['seconds_per_1000_steps']:.0f} | {curve} |")
     return "\n".join(lines) + "\n"
 
 
@@ -141,7 +156,7 @@ def main() -> None:
     parser.add_argument("--towers", nargs="+", default=["coswin_tiny", "swin_tiny"])
     parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--train-size", type=int, default=10_000)
-    parser.add_argument("--test-size", type=int, default=1_000)
+    parser.add_argument("--test-size", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -154,11 +169,9 @@ def main() -> None:
     parser.add_argument("--name", default="learnability", help="results/<name>.json and .md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    report = run(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
+    result = run(args)
+    write(result)
+    print(markdown(result))
 
 
 if __name__ == "__main__":

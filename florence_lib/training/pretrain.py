@@ -39,7 +39,7 @@ from .precision import resolve_precision
 from .schedules import build_scheduler
 from .validation import PretrainValidator
 
-RESUME_IGNORES = ("resume", "device", "threads", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep")
+RESUME_IGNORES = ("resume", "device", "threads", "compile", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep")
 """Config keys a resumed run may change: they do not alter the training trajectory."""
 
 
@@ -93,6 +93,9 @@ def build_engine(cfg: PretrainConfig, model: nn.Module, device: torch.device, st
                                 min_lr_ratio=o.min_lr_ratio, last_step=step - 1)
     d, objective = cfg.distributed, ContrastiveObjective(cfg.loss)
     model.set_grad_checkpointing(d.activation_checkpointing)
+    if cfg.compile:  # in place (nn.Module.compile): checkpoints keep their keys
+        model.image_encoder.compile()
+        model.text_encoder.compile()
     if d.engine == "deepspeed":
         from .deepspeed_engine import DeepSpeedEngine, import_deepspeed
 

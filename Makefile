@@ -9,7 +9,7 @@ STAMP := $(VENV)/.florence-installed
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
 export PYTHONUNBUFFERED := 1
 
-.PHONY: reproduce test lint venv clean-venv
+.PHONY: reproduce test lint venv clean-venv bench
 
 venv: $(STAMP)
 
@@ -25,6 +25,18 @@ reproduce: $(STAMP)
 # The tests: unit/integration tests, then every notebook executed by nbval.
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider --nbval-lax --durations=15 tests notebooks $(ARGS)
+
+# Every benchmark (each with its reference measured in the same run), then benchmarks/RESULTS.md. < 20 min on
+# 2 quiet cores: the knobs below are sized for that; see each script's --help for the full-size runs.
+BENCH := PYTHONPATH=$(CURDIR) $(PY)
+bench: $(STAMP)
+	$(BENCH) benchmarks/bench_world.py --n 1000
+	$(BENCH) benchmarks/bench_pretrain.py --steps 3
+	$(BENCH) benchmarks/profile_step.py --tag after
+	$(BENCH) benchmarks/bench_learnability.py --steps 1500 --image-size 64 --train-size 20000
+	$(BENCH) benchmarks/bench_scaling.py
+	$(BENCH) benchmarks/bench_curation.py
+	$(BENCH) benchmarks/collect_results.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check florence_lib tests benchmarks cluster

@@ -90,15 +90,28 @@ def step_flops(engine: Engine, batch: dict) -> int:
     return counter.get_total_flops()
 
 
-def bench_preset(name: str, batch: dict, image_size: int, steps: int, precision: str) -> dict:
+def bench_preset(name: str, batch: dict, image_size: int, steps: int, precision: str, compiled: bool = False
+                 ) -> dict:
     torch.manual_seed(0)
     ours = create_model(name)
     engines = {"ours": engine_for(ours, ContrastiveObjective("clip"), precision),
-               "open_clip": engine_for(open_clip_twin(ours, image_size, 30522, batch["input_ids"].shape[1]), OpenClipObjective(), precision)}
+               "open_clip": engine_for(open_clip_twin(ours, image_size, 30522, batch["input_ids"].shape[1]),
+                                       OpenClipObjective(), precision)}
     out: dict = {"preset": name, "image_size": image_size, "batch_size": len(batch["image"])}
     for key, engine in engines.items():
         out[f"{key}_params"] = sum(p.numel() for p in engine.model.parameters())
         out[f"{key}_flops_per_step"] = step_flops(engine, batch)  # also the warm-up step
+    if compiled:  # the config key `compile: true`: both towers through torch.compile, keys unchanged
+        torch.manual_seed(0)
+        model = create_model(name)
+        model.image_encoder.compile()
+        model.text_encoder.compile()
+        engines["ours_compiled"] = engine_for(model, ContrastiveObjective("clip"), precision)
+        t = time.perf_counter()
+        engines["ours_compiled"].train_step(batch)  # compiles forward and backward
+        out["ours_compiled_first_step_seconds"] = time.perf_counter() - t
+        out["ours_compiled_params"] = out["ours_params"]
+        out["ours_compiled_flops_per_step"] = out["ours_flops_per_step"]
     times: dict[str, list[float]] = {k: [] for k in engines}
     for _ in range(steps):  # alternate, so that a busy moment on a shared machine hits both
         for key, engine in engines.items():
@@ -127,20 +140,26 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--compile", action="store_true", help="also time our model with torch.compile'd towers")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--name", default="bench_pretrain", help="results/<name>.json and .md")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     batch = world_batch(args.batch_size, args.image_size)
-    rows = [bench_preset(p, batch, args.image_size, args.steps, args.precision) for p in args.presets]
+    rows = [bench_preset(p, batch, args.image_size, args.steps, args.precision, args.compile) for p in args.presets]
     for r in rows:
         for key in ("ours", "open_clip"):
             r[f"{key}_fraction_of_peak"] = r[f"{key}_flops_per_second"] / peaks[args.precision]
     report = {"precision": args.precision, "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
               "matmul_peak_flops": peaks, "rows": rows, "environment": environment_report()}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_pretrain.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
     lines = [
-        f"# Pretraining throughput ({args.precision}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"# Pretraining throughput ({os.uname().nodename}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"{args.precision}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
         f"{args.image_size} px; load average {os.getloadavg()[0]:.1f})",
         "",
         f"Measured matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s.",
@@ -157,7 +176,12 @@ def main() -> None:
             f"| {r['throughput_ratio']:.2f} "
             f"| {r['ours_flops_per_second'] / 1e9:.1f} ({100 * r['ours_fraction_of_peak']:.0f}%) "
             f"| {r['open_clip_flops_per_second'] / 1e9:.1f} ({100 * r['open_clip_fraction_of_peak']:.0f}%) |")
-    (RESULTS / "bench_pretrain.md").write_text("\n".join(lines) + "\n")
+    for r in rows:
+        if "ours_compiled_step_seconds" in r:
+            lines.append(f"\n{r['preset']} with `compile: true`: first step (compiling) "
+                         f"{r['ours_compiled_first_step_seconds']:.1f} s, then {r['ours_compiled_images_per_second']:.1f} "
+                         f"img/s vs {r['ours_images_per_second']:.1f} eager (x{r['ours_compiled_images_per_second'] / r['ours_images_per_second']:.2f}).")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

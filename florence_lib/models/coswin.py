@@ -14,12 +14,13 @@ window shrunk to the map.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
-from timm.models.swin_transformer import WindowAttention, window_partition, window_reverse
+from timm.models.swin_transformer import WindowAttention, window_partition
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -94,6 +95,78 @@ def window_attention_mask(
     return torch.zeros(blocked.shape, device=device).masked_fill(blocked, MASKED)
 
 
+@functools.lru_cache(maxsize=256)
+def window_order(
+    height: int, width: int, window: int, shift: tuple[int, int], device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token indices that lay a ``height x width`` map out in (shifted) windows, and back, in one gather each.
+
+    ``gather[j]`` is the map position (row-major) of window-order token ``j``, for the map padded to window
+    multiples, rolled by ``-shift`` and partitioned as :func:`window_attention_mask` assumes; padding points at
+    token 0 (any real token would do: the mask hides padding keys and padded queries are dropped). ``scatter[i]``
+    is where map token ``i`` sits in window order. One gather replaces Swin's pad + roll + partition copies and
+    one more its reverse + roll + crop copies.
+    """
+    hp, wp = -(-height // window) * window, -(-width // window) * window
+    grid = F.pad(torch.arange(height * width).view(1, height, width), (0, wp - width, 0, hp - height), value=-1)[0]
+    grid = torch.roll(grid, shifts=(-shift[0], -shift[1]), dims=(0, 1))
+    order = grid.view(hp // window, window, wp // window, window).transpose(1, 2).reshape(-1)
+    real = order >= 0
+    scatter = torch.empty(height * width, dtype=torch.long)
+    scatter[order[real]] = torch.nonzero(real).squeeze(1)
+    return order.clamp(min=0).to(device), scatter.to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def relative_position_index(height: int, width: int, window: int, device: torch.device | None = None) -> torch.Tensor:
+    """Flat ``[height * width * height * width]`` rows of a ``(2 window - 1)^2`` bias table for a ``height x
+    width`` grid of tokens (timm's ``relative_position_index`` when the grid is the whole window)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :] + window - 1
+    return (rel[0] * (2 * window - 1) + rel[1]).flatten().to(device)
+
+
+class WindowSelfAttention(WindowAttention):
+    """timm's window attention (same parameters, same state-dict keys) over a whole ``[B, L, C]`` token map at once.
+
+    The projections run on the map's real tokens only: ``qkv`` before the tokens are gathered into (padded,
+    shifted) windows, ``proj`` after they are scattered back, so padding costs attention, not matmuls. One call
+    of ``F.scaled_dot_product_attention`` covers all windows, with the relative position bias and the window mask
+    summed into one additive mask ``[num_windows * heads, N, N]`` broadcast over the batch (timm's fused path
+    expands it to the batch: ``B`` times the memory and additions).
+    """
+
+    def rel_pos_bias(self, height: int, width: int) -> torch.Tensor:
+        """``[1, heads, N, N]`` bias among the tokens of a ``height x width`` grid no larger than the window."""
+        if (height, width) == tuple(self.window_size):
+            return self._get_rel_pos_bias()
+        table = self.relative_position_bias_table
+        index = relative_position_index(height, width, self.window_size[0], table.device)
+        n = height * width
+        return table[index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+
+    def forward_map(self, x: torch.Tensor, grid: tuple[int, int], order: tuple[torch.Tensor, torch.Tensor] | None,
+                    mask: torch.Tensor | None) -> torch.Tensor:
+        """``x`` [B, L, C]; ``order``: :func:`window_order`'s (gather, scatter), None when the map is one window
+        of shape ``grid`` (else ``grid`` is the window)."""
+        b, _, c = x.shape
+        heads, n = self.num_heads, grid[0] * grid[1]
+        qkv = self.qkv(x)
+        if order is not None:
+            qkv = qkv.index_select(1, order[0])
+        nw = qkv.shape[1] // n
+        qkv = qkv.view(b, nw, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.reshape(3, b, nw * heads, n, c // heads).unbind(0)
+        bias = self.rel_pos_bias(*grid)  # [1, heads, N, N]
+        bias = bias if mask is None else bias + mask.unsqueeze(1).to(bias.dtype)
+        bias = bias.expand(nw, heads, n, n).reshape(1, nw * heads, n, n).to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = out.view(b, nw, heads, n, c // heads).transpose(2, 3).reshape(b, nw * n, c)
+        if order is not None:
+            out = out.index_select(1, order[1])
+        return self.proj(out)
+
+
 class CoSwinBlock(nn.Module):
     """A Swin block: (shifted) window attention and an MLP, both pre-norm residual with stochastic depth."""
 
@@ -104,7 +177,7 @@ class CoSwinBlock(nn.Module):
         self.window_size = window_size
         self.shift = window_size // 2 if shifted else 0
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, num_heads=num_heads, window_size=window_size)
+        self.attn = WindowSelfAttention(dim, num_heads=num_heads, window_size=window_size)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -114,18 +187,14 @@ class CoSwinBlock(nn.Module):
         return (self.shift if height > self.window_size else 0, self.shift if width > self.window_size else 0)
 
     def _attention(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        _, h, w, c = x.shape
-        win, shift = self.window_size, self.shift_for(h, w)
-        x = F.pad(x, (0, 0, 0, (-w) % win, 0, (-h) % win))
-        hp, wp = x.shape[1:3]
-        if any(shift):
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-        windows = window_partition(x, (win, win)).flatten(1, 2)
-        windows = self.attn(windows, mask=mask).view(-1, win, win, c)
-        x = window_reverse(windows, (win, win), hp, wp)
-        if any(shift):
-            x = torch.roll(x, shifts=shift, dims=(1, 2))
-        return x[:, :h, :w]
+        b, h, w, c = x.shape
+        win = self.window_size
+        if h <= win and w <= win:
+            # One window holds the whole map: attend over the map as it is. The same as padding it to the window
+            # and masking the padding (up to exp(MASKED)), without computing the padding.
+            return self.attn.forward_map(x.reshape(b, h * w, c), (h, w), None, None).view(b, h, w, c)
+        order = window_order(h, w, win, self.shift_for(h, w), x.device)
+        return self.attn.forward_map(x.reshape(b, h * w, c), (win, win), order, mask).view(b, h, w, c)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.drop_path(self._attention(self.norm1(x), mask))

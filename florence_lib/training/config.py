@@ -69,8 +69,11 @@ class PretrainConfig:
     phases: list[PhaseConfig] = field(default_factory=lambda: [
         PhaseConfig("stage1", 150, image_label_fraction=0.5), PhaseConfig("stage2", 50)])
     loss: Literal["unicl", "clip"] = field("unicl", help="UniCL (labels define positives) or CLIP (diagonal)")
-    precision: Literal["fp32", "bf16", "fp16"] = field(
-        "fp32", help="bf16: autocast the forward pass (fast on AMX/GPUs); fp16: deepspeed with loss scaling")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
+        "auto", help="auto: CUDA -> bf16, a CPU -> the faster of fp32/bf16 in a probe of the model's step "
+                     "(recorded in meta.json); bf16: autocast the forward pass; fp16: deepspeed with loss scaling")
+    compile: bool = field(False, help="torch.compile both towers in place (state-dict keys unchanged); costs a "
+                                      "compile per phase, pays only on long runs (benchmarks/RESULTS.md)")
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = field(0, min=0, help="torch intra-op CPU threads during the run; 0 keeps the caller's setting "

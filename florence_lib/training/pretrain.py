@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import shutil
 import time
 from collections.abc import Iterator, Mapping
@@ -30,14 +31,15 @@ from .batches import PairCollate, step_loader
 from .checkpoint import checkpoint_step, latest_checkpoint, load_config_dict, load_weights, read_model_spec
 from .config import DataConfig, PhaseConfig, PretrainConfig
 from .ds_config import pretrain_ds_config
-from .engine import Engine, resolve_device
+from .engine import Engine, move_to, resolve_device
 from .grad_cache import GradCacheEngine
 from .objectives import ContrastiveObjective
 from .optim import build_optimizer
+from .precision import resolve_precision
 from .schedules import build_scheduler
 from .validation import PretrainValidator
 
-RESUME_IGNORES = ("resume", "device", "threads", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep")
+RESUME_IGNORES = ("resume", "device", "threads", "compile", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep")
 """Config keys a resumed run may change: they do not alter the training trajectory."""
 
 
@@ -91,6 +93,9 @@ def build_engine(cfg: PretrainConfig, model: nn.Module, device: torch.device, st
                                 min_lr_ratio=o.min_lr_ratio, last_step=step - 1)
     d, objective = cfg.distributed, ContrastiveObjective(cfg.loss)
     model.set_grad_checkpointing(d.activation_checkpointing)
+    if cfg.compile:  # in place (nn.Module.compile): checkpoints keep their keys
+        model.image_encoder.compile()
+        model.text_encoder.compile()
     if d.engine == "deepspeed":
         from .deepspeed_engine import DeepSpeedEngine, import_deepspeed
 
@@ -159,6 +164,39 @@ def intra_op_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _recorded_precision(run_dir: RunDir) -> dict[str, Any] | None:
+    """The precision record in ``run_dir``'s ``meta.json`` (what a resumed run keeps), if any."""
+    path = run_dir.path / "meta.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("precision")
+    except (OSError, ValueError):
+        return None
+
+
+def run_precision(cfg: PretrainConfig, model: nn.Module, phase: Phase, tokenizer: Tokenizer,
+                  device: torch.device, run_dir: RunDir, previous: Mapping[str, Any] | None = None
+                  ) -> PretrainConfig:
+    """``cfg`` with ``precision: auto`` resolved (a probe of the model's step on a CPU; see ``precision.py``), the
+    choice recorded in ``meta.json``. Every rank takes rank 0's choice; a resumed run keeps ``previous``."""
+    if previous is not None and previous.get("requested") == cfg.precision:
+        info = {**previous, "kept_on_resume": True}
+    elif cfg.precision == "auto":
+        batch = move_to(next(iter(phase_loader(cfg, phase, tokenizer, 0))), device)
+        _, info = resolve_precision("auto", device, model, ContrastiveObjective(cfg.loss), batch)
+    else:
+        _, info = resolve_precision(cfg.precision, device)
+    if world_size() > 1:
+        shared = [info]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        info = shared[0]
+    if is_main_process():
+        path = run_dir.path / "meta.json"
+        meta = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        meta["precision"] = info
+        path.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    return dataclasses.replace(cfg, precision=info["resolved"])
+
+
 def pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, Any]:
     """Pretrain a UniCL model as ``cfg`` says, logging to ``run_dir``; returns the final metrics.
 
@@ -179,6 +217,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, An
         from .deepspeed_engine import import_deepspeed
 
         import_deepspeed()  # join the process group first: only rank 0 touches the run directory
+    previous = _recorded_precision(run_dir) if cfg.resume else None
     if is_main_process():
         resume_from = _prepare_run_dir(cfg, run_dir)
         run_dir.start(cfg, seed=cfg.seed, command="pretrain", resumed_from=resume_from)
@@ -187,10 +226,15 @@ def _pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, An
 
     if resume_from is None:
         spec = model_spec(cfg, phases[0])
-        engine = build_engine(cfg, build_model(spec), device)
+        model = build_model(spec)
     else:
         spec = {k: v for k, v in read_model_spec(resume_from).items() if k != "image_size"}
-        engine = build_engine(cfg, build_model(spec, load_weights(resume_from)), device)
+        model = build_model(spec, load_weights(resume_from))
+    # cfg stays as written (checkpoints compare it on resume); the engines get the resolved precision
+    run_cfg = run_precision(cfg, model.to(device), phases[0], tokenizer, device, run_dir,
+                            previous if resume_from is not None else None)
+    engine = build_engine(run_cfg, model, device)
+    if resume_from is not None:
         engine.resume(resume_from)
     trained_at = {"image_size": phases[0].image_size}
 
@@ -206,7 +250,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, An
         wanted = model_spec(cfg, phase)
         if wanted != spec:  # a new window: interpolate the tables, restart AdamW moments, keep the schedule
             model = build_model(wanted, engine.module_state_dict())
-            engine, spec = build_engine(cfg, model, device, engine.step), wanted
+            engine, spec = build_engine(run_cfg, model, device, engine.step), wanted
         validator = PretrainValidator(world_for(cfg.data, phase.image_size), tokenizer, device, cfg.data.val_size)
         trained_at["image_size"] = phase.image_size
         start, t0 = engine.step, time.perf_counter()

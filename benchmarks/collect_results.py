@@ -1,0 +1,66 @@
+"""Gather every benchmark's latest results into ``benchmarks/RESULTS.md``: one section per benchmark, each with
+the host and date it was measured on (results files starting with ``_`` are scratch and skipped).
+
+    python benchmarks/collect_results.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+ORDER = ("bench_pretrain", "profile_unicl_tiny_before", "profile_unicl_tiny_after", "profile_unicl_small_before",
+         "profile_unicl_small_after", "learnability", "world", "scaling", "curation", "gpu")
+"""Sections in reading order; any other results file follows, alphabetically."""
+
+
+def _measured(path: Path) -> str:
+    """``host, date`` from the JSON twin's report where it has one, else the file's modification time."""
+    twin = path.with_suffix(".json")
+    host, date = None, None
+    if twin.exists():
+        try:
+            report = json.loads(twin.read_text())
+            host, date = report.get("host"), report.get("date")
+            host = host or report.get("environment", {}).get("platform")
+        except ValueError:
+            pass
+    date = date or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime))
+    return f"host {host or 'see file'}, measured {date}"
+
+
+def _json_table(path: Path) -> str:
+    """A results file without a table of its own: its top-level numbers as one."""
+    report = json.loads(path.read_text())
+    rows = [f"| {k} | {v:,.3g} |" for k, v in report.items() if isinstance(v, (int, float))]
+    return "\n".join(["| quantity | value |", "|---|---|", *rows])
+
+
+def sections() -> list[str]:
+    found = {p.stem: p for p in RESULTS.glob("*.md") if not p.stem.startswith("_")}
+    found.update({p.stem: p for p in RESULTS.glob("*.json")
+                  if not p.stem.startswith("_") and p.stem not in found and not p.with_suffix(".md").exists()})
+    names = [n for n in ORDER if n in found] + sorted(set(found) - set(ORDER))
+    out = []
+    for name in names:
+        path = found[name]
+        body = path.read_text() if path.suffix == ".md" else _json_table(path)
+        # each file's own headings move two levels down, under this section's
+        body = "\n".join("##" + line if line.startswith("#") else line for line in body.strip().splitlines())
+        out.append(f"## {name}\n\n_{_measured(path)}_\n\n{body}\n")
+    return out
+
+
+def main() -> None:
+    text = ("# Benchmark results\n\nWritten by `make bench` (benchmarks/collect_results.py) from benchmarks/results/. "
+            "Timings on a shared machine vary; each benchmark measures its reference in the same run, so read the "
+            "ratios.\n\n" + "\n".join(sections()))
+    (HERE / "RESULTS.md").write_text(text)
+    print(f"wrote {HERE / 'RESULTS.md'} ({text.count(chr(10) + '## ')} benchmarks)")
+
+
+if __name__ == "__main__":
+    main()

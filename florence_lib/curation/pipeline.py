@@ -2,7 +2,7 @@
 
 Stages, in the order a row meets them (a row is dropped by the first that rejects it; the manifest names it):
 
-    1 decode/validate  unreadable, too_small, aspect
+    1 decode/validate  unreadable, bad_encoding (a row or caption that is not UTF-8), too_small, aspect
     2 text             caption_length, boilerplate_text (describes nothing), language
     3 images           duplicate_image (first row of a near-duplicate cluster is kept)
     5 relevance        relevance (optional UniCL checkpoint or scorer)
@@ -67,7 +67,7 @@ from .labels import LabelTable, sharing_stats
 from .relevance import Scorer, UniCLScorer
 from .sampling import balance
 
-REASONS = ("unreadable", "too_small", "aspect", "caption_length", "boilerplate_text", "language",
+REASONS = ("unreadable", "bad_encoding", "too_small", "aspect", "caption_length", "boilerplate_text", "language",
            "duplicate_image", "relevance", "contaminated", "sampling")
 """Drop reasons in pipeline order."""
 INDEXED = (None, "relevance", "contaminated")
@@ -117,7 +117,7 @@ def inspect(pair: Pair, cfg: CurateConfig, keep_image: bool = False) -> tuple[Re
     """Stages 1-2 for one pair, plus its pHash when it passes: pure, so it can run in worker processes."""
     rec = Record(pair.row, pair.image, pair.source)
     if pair.problem:
-        rec.reason, rec.detail = "unreadable", pair.problem
+        rec.reason, rec.detail = pair.reason, pair.problem
         return rec, None
     local = BadSampleLog(name="inspect", max_examples=1)
     image = load_image(pair.open(), local, pair.image, pair.row)
@@ -261,8 +261,8 @@ def scan(source: str | Path, state: Path, cfg: CurateConfig, eval_images: Sequen
         bar = tqdm(desc="curate: scan", unit="row", initial=len(records), disable=not progress)
         for batch in _batched(iter(inspected), cfg.batch_size):
             for rec, _ in batch:
-                if rec.reason == "unreadable":
-                    log.bad("unreadable", source, rec.row, rec.detail or "")
+                if rec.reason in ("unreadable", "bad_encoding"):
+                    log.bad(rec.reason, source, rec.row, rec.detail or "")
             filter_batch(batch, dedup, scorer, cfg.relevance_threshold, eval_index, eval_names)
             journal.append(rec for rec, _ in batch)
             records.extend(rec for rec, _ in batch)

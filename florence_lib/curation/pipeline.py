@@ -45,6 +45,7 @@ from .data_card import write_data_card
 from .dedup import (
     Deduplicator,
     HammingIndex,
+    fine_descriptor,
     from_hex,
     hash_files,
     image_files,
@@ -92,6 +93,7 @@ class Record:
     width: int | None = None
     height: int | None = None
     hash: str | None = None  # hex pHash of rows that passed stages 1-2
+    fine: str | None = None  # hex of their fine descriptor (int8 thumbnail), the duplicate check's second look
     score: float | None = None  # relevance
 
 
@@ -140,10 +142,16 @@ def inspect(pair: Pair, cfg: CurateConfig, keep_image: bool = False) -> tuple[Re
     if rec.reason:
         return rec, None
     rec.hash = to_hex(phash(image, cfg.hash_size))
+    rec.fine = fine_descriptor(image).tobytes().hex() if cfg.fine_threshold is not None else None
     return rec, image if keep_image else None
 
 
 # ----------------------------------------------------------------------------------------------- stages 3, 5, 6
+def fines(records: Iterable[Record]) -> list[np.ndarray | None]:
+    """The records' fine descriptors (None where a record has none, e.g. a journal of an older run)."""
+    return [np.frombuffer(bytes.fromhex(r.fine), np.int8) if r.fine else None for r in records]
+
+
 def filter_batch(batch: Sequence[tuple[Record, Image.Image | None]], dedup: Deduplicator, scorer: Scorer | None,
                  threshold: float, eval_index: HammingIndex | None, eval_names: Sequence[str]) -> None:
     """Near-duplicates, relevance and contamination for the rows of ``batch`` that passed stages 1-2."""
@@ -151,7 +159,7 @@ def filter_batch(batch: Sequence[tuple[Record, Image.Image | None]], dedup: Dedu
     if not alive:
         return
     codes = from_hex((rec.hash for rec, _ in alive), dedup.index.nbytes)
-    for (rec, _), dup in zip(alive, dedup.assign(codes, [rec.row for rec, _ in alive])):
+    for (rec, _), dup in zip(alive, dedup.assign(codes, [rec.row for rec, _ in alive], fines(r for r, _ in alive))):
         if dup is not None:
             rec.reason, rec.duplicate_of = "duplicate_image", dup
     alive = [(rec, img) for rec, img in alive if rec.reason is None]
@@ -248,9 +256,9 @@ def scan(source: str | Path, state: Path, cfg: CurateConfig, eval_images: Sequen
             raise ConfigError(f"languages: {unknown[0]!r} is not a langid language code")
     if scorer is None and cfg.relevance_checkpoint:
         scorer = UniCLScorer.from_checkpoint(cfg.relevance_checkpoint, cfg.relevance_image_size)
-    dedup = Deduplicator(cfg.hash_radius, cfg.hash_size**2)
+    dedup = Deduplicator(cfg.hash_radius, cfg.hash_size**2, cfg.fine_threshold)
     reps = [r for r in records if r.hash is not None and r.reason in INDEXED]
-    dedup.add(from_hex((r.hash for r in reps), dedup.index.nbytes), [r.row for r in reps])
+    dedup.add(from_hex((r.hash for r in reps), dedup.index.nbytes), [r.row for r in reps], fines(reps))
     eval_index, eval_names = _eval_index(state, eval_images, cfg.contamination_radius, cfg.hash_size)
     log = BadSampleLog(cfg.strict, name=str(source))
     pairs = itertools.islice(iter_pairs(source), len(records), None)

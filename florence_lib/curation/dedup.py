@@ -62,6 +62,15 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.bitwise_count(a[:, None, :] ^ b[None, :, :]).sum(-1, dtype=np.int32)
 
 
+def _distances(a: np.ndarray, i: np.ndarray, b: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Hamming distances of the code pairs ``(a[i], b[j])``, 64 bits per operation where the width allows
+    (the per-candidate cost is what grows with the collection: keep it small)."""
+    if a.shape[1] % 8 == 0:
+        a, b = a.view(np.uint64), b.view(np.uint64)
+    out = np.bitwise_count(a[i] ^ b[j])
+    return out[:, 0].astype(np.int32) if out.shape[1] == 1 else out.sum(1, dtype=np.int32)
+
+
 class _Growing:
     """A numpy array appended to along axis 0 with amortised doubling (streaming adds stay linear)."""
 
@@ -138,7 +147,7 @@ class HammingIndex:
         if not found_q:
             return out
         q, c = np.concatenate(found_q), np.concatenate(found_c)
-        dist = np.bitwise_count(np.asarray(codes)[q] ^ self.codes.view[c]).sum(1, dtype=np.int32)
+        dist = _distances(np.asarray(codes, dtype=np.uint8), q, self.codes.view, c)
         keep = dist <= self.radius  # filter first: a pair found through several substrings is rare after this
         key, first = np.unique(q[keep].astype(np.int64) * len(self) + c[keep], return_index=True)
         q, c, dist = key // len(self), key % len(self), dist[keep][first]
@@ -183,20 +192,24 @@ class Deduplicator:
                fines: Sequence[np.ndarray] | None = None) -> list[int | None]:
         """For each row in order: the representative it duplicates, or None (it becomes one)."""
         previous = self.index.search(codes)
-        within = hamming(codes, codes) if len(codes) else np.empty((0, 0), np.int32)
+        close = hamming(codes, codes) <= self.radius if len(codes) else np.empty((0, 0), bool)
+        close[np.tril_indices(len(codes))] = False  # only earlier rows of the batch ...
+        within = hamming(codes, codes) if close.any() else None
         out: list[int | None] = []
-        new: list[int] = []
+        new = np.zeros(len(rows), dtype=bool)  # ... that became representatives count
         for i in range(len(rows)):
             fine = fines[i] if fines is not None else None
             ids, dist = previous[i]
             candidates = list(zip(dist.tolist(), ids.tolist()))
-            candidates += [(int(within[i, j]), rows[j]) for j in new if within[i, j] <= self.radius]
+            if within is not None:
+                candidates += [(int(within[j, i]), rows[j]) for j in np.flatnonzero(close[:, i] & new)]
             best = min((c for c in candidates if self.confirmed(fine, c[1])), default=None)
             out.append(None if best is None else best[1])
             if best is None:
-                new.append(i)
+                new[i] = True
                 if fine is not None:
                     self.fine[rows[i]] = fine
+        new = np.flatnonzero(new).tolist()
         self.index.add(codes[new], [rows[j] for j in new])
         return out
 

@@ -70,7 +70,9 @@ def open_sources(sources: Sequence[SourceConfig], transform: Callable, world: Ca
             urls = shard_urls(s.path)
             table = shard_label_table(s, urls)
             captions, n = exact_caption_labels(table) if table is not None else ({}, 0)
-            part = Part(i, s, count_shard_samples(urls), n, urls=urls, captions=captions)
+            alone = len(sources) == 1  # its size sets no share: skip counting (90k shards on a cluster)
+            size = s.size or (1 if alone else count_shard_samples(urls))
+            part = Part(i, s, size, n, urls=urls, captions=captions)
         if s.size is not None:
             part.size = s.size
         parts.append(part)

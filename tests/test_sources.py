@@ -184,6 +184,20 @@ def test_a_streamed_reader_skips_to_its_position_exactly():
     assert max(epoch.values()) <= 2  # every sample once per epoch, give or take the buffer's overlap
 
 
+@pytest.mark.parametrize("readers", [2, 5])  # fewer, then more readers than the 3 shards
+def test_readers_of_all_ranks_and_workers_split_an_epoch_of_shards(curated, readers):
+    from florence_lib.data.errors import BadSampleLog
+
+    parts = open_sources([SourceConfig("shards", str(curated / "shards"))], to_tensor, world=lambda: None)
+    stream = MixedStream(parts, to_tensor, seed=3)
+    stream.log = BadSampleLog()
+    epochs = [[raw["__key__"] for _, raw in stream._epochs(parts[0], reader, readers, epochs=1)]
+              for reader in range(readers)]
+    assert len(parts[0].urls) == 3
+    kept = json.loads((curated / "stats.json").read_text())["kept"]
+    assert sum(map(len, epochs)) == len(set().union(*epochs)) == kept  # each sample once, by one reader
+
+
 # ------------------------------------------------------------------------------------------------- bad input
 def corrupt_shard(path: Path, scenes) -> Path:
     images, captions = scenes
@@ -215,9 +229,9 @@ def test_corrupt_samples_are_counted_and_the_run_trains_to_the_end(tmp_path, sce
     assert counts["skipped_unreadable_image"] + counts.get("skipped_truncated_image", 0) >= 2
     records = [r for r in RunDir(tmp_path / "run").metrics() if r["split"] == "data"]
     assert records and records[-1]["skipped"] >= 1
-    strict = micro([{"kind": "shards", "path": str(shards)}], shuffle_buffer=0, strict=True)
-    with pytest.raises(DataError, match=r"shard-000000\.tar key 0003"):
-        pretrain(strict, tmp_path / "strict")
+    parts = open_sources([SourceConfig("shards", str(shards))], to_tensor, world=lambda: None)
+    with pytest.raises(DataError, match=r"shard-000000\.tar key 0003"):  # strict: the first bad sample stops
+        list(zip(range(12), MixedStream(parts, to_tensor, seed=0, shuffle_buffer=0, strict=True)))
 
 
 # ------------------------------------------------------------------------------------------------- pretraining
@@ -240,7 +254,11 @@ def test_default_sources_finds_notebook_01_shards(tmp_path, curated):
     assert default_sources(tmp_path) == [{"kind": "world"}]  # an empty folder is no data
     for shard in (curated / "shards").glob("*.tar"):
         (target / shard.name).write_bytes(shard.read_bytes())
-    assert default_sources(tmp_path, "smoke") == [{"kind": "shards", "path": str(target)}]
+    sources = default_sources(tmp_path, "smoke")
+    assert sources == [{"kind": "shards", "path": str(target)}]
+    cfg = load_config(PretrainConfig, command="pretrain", profile="smoke",  # how notebook 02 passes them
+                      overrides=[f"data.sources={json.dumps(sources)}"])
+    assert cfg.data.sources == [SourceConfig("shards", str(target))]
 
 
 # ------------------------------------------------------------------------------------------------- resume
@@ -262,12 +280,13 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_streamed_run_killed_mid_epoch_resumes_at_its_sample_count(tmp_path, curated):
     from florence_lib.config import to_dict
 
     cfg = micro([{"kind": "shards", "path": str(curated / "shards")}], shuffle_buffer=6)
     cfg.phases = cfg.phases[:1]
-    cfg.phases[0].steps, cfg.checkpoint_every = 5, 2
+    cfg.phases[0].steps, cfg.checkpoint_every = 4, 2
     pretrain(cfg, tmp_path / "straight")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(to_dict(cfg)), str(tmp_path / "run"), "3"],
@@ -279,5 +298,5 @@ def test_a_streamed_run_killed_mid_epoch_resumes_at_its_sample_count(tmp_path, c
     def losses(run):
         return [r["loss"] for r in RunDir(run).metrics() if r["split"] == "train"]
 
-    assert len(losses(tmp_path / "run")) == 5
+    assert len(losses(tmp_path / "run")) == 4
     assert losses(tmp_path / "run") == pytest.approx(losses(tmp_path / "straight"), rel=1e-5)

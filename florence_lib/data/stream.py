@@ -66,9 +66,10 @@ class MixedStream(torch.utils.data.IterableDataset):
         self.transform, self.seed, self.buffer, self.strict, self.skip = transform, seed, shuffle_buffer, strict, skip
 
     # ------------------------------------------------------------------------------------------- raw streams
-    def _epochs(self, part: Part, reader: int, readers: int) -> Iterator[Any]:
+    def _epochs(self, part: Part, reader: int, readers: int, epochs: int | None = None) -> Iterator[Any]:
+        """``(part, raw sample or index)`` of this reader, epoch after epoch (``epochs``: stop after that many)."""
         epoch = 0
-        while True:
+        while epochs is None or epoch < epochs:
             order = np.random.default_rng([self.seed, part.index, epoch])
             count = 0
             if not part.streamed:

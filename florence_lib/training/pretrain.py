@@ -194,6 +194,7 @@ def _prepare_run_dir(cfg: PretrainConfig, run_dir: RunDir) -> Path | None:
     ckpt = latest_checkpoint(run_dir.path / "checkpoints") if cfg.resume else None
     if ckpt is None:
         shutil.rmtree(run_dir.path / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir.path / "data_state", ignore_errors=True)  # stream positions of that run
         (run_dir.path / "metrics.jsonl").unlink(missing_ok=True)
         return None
     if _comparable(load_config_dict(ckpt)) != _comparable(to_dict(cfg)):

@@ -1,5 +1,8 @@
 """Curation throughput per stage, and the two global stages at scale: MinHash caption grouping (1M captions)
-and near-duplicate image search (100k hashes), each within 8 GiB and growing near-linearly (10x data <= 12x time).
+and near-duplicate image search (100k hashes), each within 8 GiB and growing near-linearly (10x data <= 12x time);
+and the near-duplicate check's error rates on a constructed set with known answers (distinct world scenes, COCO
+photos where the real data is there; resized / JPEG q35 / 4%-cropped / brightened copies): pHash alone against
+pHash + the thumbnail check (issue 11's target: <= 1% of distinct images dropped, >= 90% of edits caught).
 
 Times are process CPU seconds (a busy shared machine slows wall time, not CPU time), with wall time alongside.
 Each scale runs in a fresh child process so that its peak RSS is its own. The per-stage reference, measured in
@@ -26,7 +29,7 @@ from PIL import Image
 
 from florence_lib.curation.config import CurateConfig
 from florence_lib.curation.dedup import Deduplicator, near_identical_groups, phash
-from florence_lib.curation.dirt import write_dirty_pairs
+from florence_lib.curation.dirt import duplicate_rates, write_dirty_pairs
 from florence_lib.curation.filters import (
     count_tokens,
     identify_language,
@@ -37,6 +40,7 @@ from florence_lib.curation.filters import (
 from florence_lib.curation.inputs import iter_pairs
 from florence_lib.curation.pipeline import curate
 from florence_lib.data.world import World, WorldConfig
+from florence_lib.runs import data_root_or_none
 
 RESULTS = Path(__file__).parent / "results"
 WORDS = ("a the of on with and in at red blue green small large circle square star left right top bottom photo "
@@ -151,6 +155,19 @@ def _stage_throughput(tmp: Path, scenes: list, rows: int) -> dict:
             "ratio_to_decode": {k: v / ref for k, v in stages.items()}}
 
 
+def dedup_error_rates(world_scenes: int = 300, photos: int = 200, edits: int = 150) -> dict:
+    """False-drop and catch rates of pHash alone and with the fine check, on distinct images with known edits."""
+    world = World(WorldConfig(seed=11))
+    images = [Image.fromarray(world.scene("train", i, image_size=96).image) for i in range(world_scenes)]
+    root = data_root_or_none()
+    coco = sorted((root / "coco" / "val2017").glob("*.jpg"))[:photos] if root is not None else []
+    images += [Image.open(f).convert("RGB") for f in coco]
+    out = {"images": len(images), "world_scenes": world_scenes, "coco_photos": len(coco)}
+    for name, threshold in (("phash_only", None), ("phash_and_thumbnail_0.9", 0.9)):
+        out[name] = duplicate_rates(images, lambda t=threshold: Deduplicator(10, 64, t), edits_per_kind=edits)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=2, metavar=("TASK", "N"), help=argparse.SUPPRESS)
@@ -164,6 +181,7 @@ def main() -> None:
     report = {"machine": {"platform": platform.platform(terse=True), "cpus": os.cpu_count(),
                           "load_avg_at_start": os.getloadavg()},
               "stages": stage_throughput(args.rows),
+              "dedup_error_rates": dedup_error_rates(),
               "minhash": [run_child("minhash", n) for n in args.captions],
               "image_dedup": [run_child("dedup", n) for n in args.hashes]}
     for key in ("minhash", "image_dedup"):
@@ -177,6 +195,14 @@ def main() -> None:
              "| stage | rows / CPU s | ratio to PNG decode |", "|---|---|---|"]
     lines += [f"| {k} | {v:,.0f} | {report['stages']['ratio_to_decode'][k]:.2f} |"
               for k, v in report["stages"]["rows_per_cpu_s"].items()]
+    rates = report["dedup_error_rates"]
+    lines += ["", f"## Near-duplicate errors ({rates['images']} distinct images: {rates['world_scenes']} world scenes, "
+              f"{rates['coco_photos']} COCO photos; 64-bit pHash, radius 10)", "",
+              "| check | distinct dropped | caught (all) | resize | JPEG q35 | 4% crop | brightness |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {r['distinct_dropped']:.1%} | {r['caught']:.1%} | {r['caught_resize']:.1%} | "
+              f"{r['caught_jpeg_q35']:.1%} | {r['caught_crop_4pct']:.1%} | {r['caught_brightness']:.1%} |"
+              for k, r in rates.items() if isinstance(r, dict)]
     for key, what in (("minhash", "MinHash LSH caption grouping"), ("image_dedup", "near-duplicate image search")):
         lines += ["", f"## {what}", "", "| n | CPU s | wall s | peak RSS GiB |", "|---|---|---|---|"]
         lines += [f"| {r['n']:,} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | {r['peak_rss_gib']:.2f} |"

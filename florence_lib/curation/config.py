@@ -25,6 +25,10 @@ class CurateConfig:
     hash_size: int = field(8, min=4, max=32, help="pHash side: hash_size**2 bits (a multiple of 16); 8 for photos, "
                            "16 for flat synthetic scenes")
     hash_radius: int = field(10, min=0, help="max Hamming distance between the pHashes of near-duplicates")
+    fine_threshold: float | None = field(0.9, min=-1.0, max=1.0,
+                                         help="a pHash candidate is a duplicate only if the 8x8 RGB thumbnails' "
+                                              "cosine reaches this too (null: pHash alone); our assumption, "
+                                              "measured in benchmarks/bench_curation.py")
     # 4. redundant texts
     merge_near_identical: bool = field(False, help="also give near-identical captions (MinHash LSH) one label")
     minhash_threshold: float = field(0.8, min=0.0, max=1.0, help="Jaccard similarity of word 3-shingles")

@@ -31,6 +31,23 @@ def phash(image: Image.Image, hash_size: int = 8) -> np.ndarray:
     return np.packbits(imagehash.phash(image, hash_size=hash_size).hash.reshape(-1))
 
 
+def fine_descriptor(image: Image.Image, side: int = 8) -> np.ndarray:
+    """The second check on pHash candidates: an RGB ``side`` x ``side`` area thumbnail, centred and scaled to
+    unit norm (so a brightness or contrast change cancels), as int8. pHash sees only the grey DCT's signs, and
+    flat clip art collides there; the thumbnail's cosine keeps colour and layout. Measured on a constructed set
+    (benchmarks/bench_curation.py): resized, JPEG q35, 4%-cropped and brightened copies score >= 0.93 in 98% of
+    cases, distinct images that collide in pHash score above 0.9 in ~1% of colliding pairs."""
+    a = np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BOX), dtype=np.float32)
+    a = (a - a.mean()).ravel()
+    return np.round(127 * a / max(float(np.linalg.norm(a)), 1e-6)).astype(np.int8)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two int8 fine descriptors."""
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-6))
+
+
 def to_hex(code: np.ndarray) -> str:
     return bytes(code).hex()
 
@@ -43,6 +60,15 @@ def from_hex(codes: Iterable[str], nbytes: int) -> np.ndarray:
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise Hamming distances ``(len(a), len(b))`` between ``(N, nbytes)`` uint8 codes."""
     return np.bitwise_count(a[:, None, :] ^ b[None, :, :]).sum(-1, dtype=np.int32)
+
+
+def _distances(a: np.ndarray, i: np.ndarray, b: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Hamming distances of the code pairs ``(a[i], b[j])``, 64 bits per operation where the width allows
+    (the per-candidate cost is what grows with the collection: keep it small)."""
+    if a.shape[1] % 8 == 0:
+        a, b = a.view(np.uint64), b.view(np.uint64)
+    out = np.bitwise_count(a[i] ^ b[j])
+    return out[:, 0].astype(np.int32) if out.shape[1] == 1 else out.sum(1, dtype=np.int32)
 
 
 class _Growing:
@@ -121,7 +147,7 @@ class HammingIndex:
         if not found_q:
             return out
         q, c = np.concatenate(found_q), np.concatenate(found_c)
-        dist = np.bitwise_count(np.asarray(codes)[q] ^ self.codes.view[c]).sum(1, dtype=np.int32)
+        dist = _distances(np.asarray(codes, dtype=np.uint8), q, self.codes.view, c)
         keep = dist <= self.radius  # filter first: a pair found through several substrings is rare after this
         key, first = np.unique(q[keep].astype(np.int64) * len(self) + c[keep], return_index=True)
         q, c, dist = key // len(self), key % len(self), dist[keep][first]
@@ -140,30 +166,50 @@ class HammingIndex:
 class Deduplicator:
     """Streaming near-duplicate removal: the first row of a cluster is its representative, later rows within
     the radius of a representative are its duplicates. Feeding the same rows in the same order, in any batch
-    sizes, gives the same answer (what lets a killed run resume from its journal)."""
+    sizes, gives the same answer (what lets a killed run resume from its journal).
 
-    def __init__(self, radius: int, bits: int = 64):
-        self.radius = radius
+    With ``fine_threshold``, a pHash candidate counts only when the rows' :func:`fine_descriptor` cosine reaches
+    it too (the closest confirmed candidate wins): pHash finds near duplicates, the thumbnail confirms them."""
+
+    def __init__(self, radius: int, bits: int = 64, fine_threshold: float | None = None):
+        self.radius, self.fine_threshold = radius, fine_threshold
         self.index = HammingIndex(radius, bits)
+        self.fine: dict[int, np.ndarray] = {}
 
-    def add(self, codes: np.ndarray, rows: Sequence[int]) -> None:
+    def add(self, codes: np.ndarray, rows: Sequence[int], fines: Sequence[np.ndarray] | None = None) -> None:
         """Register representatives without querying (rebuilding the state of an earlier run)."""
         self.index.add(codes, rows)
+        if fines is not None:
+            self.fine.update((r, f) for r, f in zip(rows, fines) if f is not None)
 
-    def assign(self, codes: np.ndarray, rows: Sequence[int]) -> list[int | None]:
+    def confirmed(self, fine: np.ndarray | None, row: int) -> bool:
+        """Whether representative ``row`` passes the second check against ``fine`` (always, without one)."""
+        if self.fine_threshold is None or fine is None or row not in self.fine:
+            return True
+        return cosine(fine, self.fine[row]) >= self.fine_threshold
+
+    def assign(self, codes: np.ndarray, rows: Sequence[int],
+               fines: Sequence[np.ndarray] | None = None) -> list[int | None]:
         """For each row in order: the representative it duplicates, or None (it becomes one)."""
-        previous = self.index.nearest(codes)
-        within = hamming(codes, codes) if len(codes) else np.empty((0, 0), np.int32)
+        previous = self.index.search(codes)
+        close = hamming(codes, codes) <= self.radius if len(codes) else np.empty((0, 0), bool)
+        close[np.tril_indices(len(codes))] = False  # only earlier rows of the batch ...
+        within = hamming(codes, codes) if close.any() else None
         out: list[int | None] = []
-        new: list[int] = []
+        new = np.zeros(len(rows), dtype=bool)  # ... that became representatives count
         for i in range(len(rows)):
-            best = (previous[i][1], previous[i][0]) if previous[i] is not None else None
-            for j in new:
-                if within[i, j] <= self.radius and (best is None or (within[i, j], rows[j]) < best):
-                    best = (int(within[i, j]), rows[j])
+            fine = fines[i] if fines is not None else None
+            ids, dist = previous[i]
+            candidates = list(zip(dist.tolist(), ids.tolist()))
+            if within is not None:
+                candidates += [(int(within[j, i]), rows[j]) for j in np.flatnonzero(close[:, i] & new)]
+            best = min((c for c in candidates if self.confirmed(fine, c[1])), default=None)
             out.append(None if best is None else best[1])
             if best is None:
-                new.append(i)
+                new[i] = True
+                if fine is not None:
+                    self.fine[rows[i]] = fine
+        new = np.flatnonzero(new).tolist()
         self.index.add(codes[new], [rows[j] for j in new])
         return out
 

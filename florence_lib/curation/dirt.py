@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 EXPECTED_REASON = {
     "clean": None, "exact_duplicate": "duplicate_image", "resized": "duplicate_image", "jpeg": "duplicate_image",
@@ -146,3 +147,49 @@ def duplicate_precision_recall(dirty: DirtyPairs, duplicate_of: Sequence[int | s
     found = {r: d for r, (d, reason) in enumerate(zip(duplicate_of, reasons)) if reason == "duplicate_image"}
     correct = sum(r in truth and dirty.origin[r] == dirty.origin[d] for r, d in found.items())
     return correct / max(1, len(found)), correct / max(1, len(truth))
+
+
+# ----------------------------------------------------------------------------------------------- dedup check
+EDITS = ("resize", "jpeg_q35", "crop_4pct", "brightness")
+"""The near-duplicate edits of issue 11's measurement: rescaling, JPEG quality 35, a 4% crop, brightness."""
+
+
+def edit_image(kind: str, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """``image`` changed by one of :data:`EDITS` (random strength)."""
+    w, h = image.size
+    if kind == "resize":
+        s = rng.uniform(0.5, 1.5)
+        return image.resize((max(8, round(w * s)), max(8, round(h * s))), Image.Resampling.BICUBIC)
+    if kind == "jpeg_q35":
+        return Image.open(io.BytesIO(_encode(image.convert("RGB"), "JPEG", 35))).convert("RGB")
+    if kind == "crop_4pct":
+        dx, dy = round(0.04 * w), round(0.04 * h)
+        return image.crop([(dx, 0, w, h), (0, dy, w, h), (0, 0, w - dx, h), (0, 0, w, h - dy)][rng.integers(4)])
+    if kind == "brightness":
+        return ImageEnhance.Brightness(image).enhance(float(rng.choice([0.75, 0.85, 1.15, 1.3])))
+    raise ValueError(f"kind: {kind!r} is not one of {', '.join(EDITS)}")
+
+
+def duplicate_rates(images: Sequence[Image.Image], dedup_factory: Callable[[], Any], hash_size: int = 8,
+                    edits_per_kind: int = 100, seed: int = 0) -> dict[str, float]:
+    """Known answers: distinct ``images`` fed in order (each one flagged is a false positive: ``distinct_dropped``),
+    then edited copies of random ones against them (``caught_<edit>``, and ``caught`` over all edits)."""
+    from .dedup import fine_descriptor, phash
+
+    rng = np.random.default_rng(seed)
+    dedup = dedup_factory()
+    codes = np.stack([phash(im, hash_size) for im in images])
+    fines = [fine_descriptor(im) for im in images]
+    dropped = sum(d is not None for d in dedup.assign(codes, list(range(len(images))), fines))
+    out = {"distinct": len(images), "distinct_dropped": dropped / len(images)}
+    for kind in EDITS:
+        origins = rng.integers(0, len(images), edits_per_kind)
+        edited = [edit_image(kind, images[i], rng) for i in origins]
+        hits = dedup.index.search(np.stack([phash(im, hash_size) for im in edited]))
+        caught = 0
+        for im, (ids, _) in zip(edited, hits):
+            fine = fine_descriptor(im)
+            caught += any(dedup.confirmed(fine, int(r)) for r in ids)
+        out[f"caught_{kind}"] = caught / edits_per_kind
+    out["caught"] = float(np.mean([out[f"caught_{k}"] for k in EDITS]))
+    return out

@@ -33,6 +33,7 @@ class Pair:
     path: Path | None = None  # CSV input: the image file
     data: bytes | None = None  # shard input: the encoded image
     problem: str | None = None
+    reason: str = "unreadable"  # the drop reason when there is a problem ("bad_encoding": not UTF-8)
 
     def open(self) -> Path | io.BytesIO:
         """Something ``PIL.Image.open`` reads."""
@@ -54,20 +55,33 @@ def iter_pairs(spec: str | Path) -> Iterator[Pair]:
 def _iter_csv(path: Path) -> Iterator[Pair]:
     if not path.is_file():
         raise DataError(f"{path}: input CSV not found")
-    with open(path, newline="", encoding="utf-8") as f:
+    # surrogateescape: a byte that is not UTF-8 spoils its row only (found below), not the whole file
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
         for row, rec in enumerate(reader):
             image = (rec.get("image") or "").strip()
-            problem = None
+            problem, reason = None, "unreadable"
             if None in rec or any(rec.get(c) is None for c in REQUIRED_COLUMNS):
                 problem = "malformed CSV row"
+            elif not _is_utf8(rec.values()):
+                problem, reason = f"line {reader.line_num}: bytes that are not UTF-8", "bad_encoding"
+                image = image.encode("utf-8", "backslashreplace").decode()
+                rec = {**rec, "caption": None, "source": None}
             elif not image:
                 problem = "empty image path"
             yield Pair(row=row, image=image, caption=rec.get("caption"), source=rec.get("source") or path.stem,
-                       path=path.parent / image if image else None, problem=problem)
+                       path=path.parent / image if image and not problem else None, problem=problem, reason=reason)
+
+
+def _is_utf8(values: Iterable[str | None]) -> bool:
+    try:
+        "".join(v for v in values if isinstance(v, str)).encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes came in as lone surrogates
+        return False
+    return True
 
 
 def _iter_shards(spec: str | Path) -> Iterator[Pair]:
@@ -75,11 +89,11 @@ def _iter_shards(spec: str | Path) -> Iterator[Pair]:
     for row, raw in enumerate(wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples())):
         name = f"{Path(raw['__url__']).name}:{raw['__key__']}"
         ext = next((e for e in IMAGE_FIELDS if e in raw), None)
-        caption, problem = None, None
+        caption, problem, reason = None, None, "unreadable"
         try:
             caption = raw["txt"].decode("utf-8") if "txt" in raw else ""
         except UnicodeDecodeError:
-            problem = "caption is not UTF-8"
+            problem, reason = "caption is not UTF-8", "bad_encoding"
         if ext is None:
             problem = "no image field"
         source = Path(raw["__url__"]).stem
@@ -89,8 +103,9 @@ def _iter_shards(spec: str | Path) -> Iterator[Pair]:
                 source = meta.get("source", source) if isinstance(meta, dict) else source
             except ValueError:
                 problem = problem or "malformed json field"
+        reason = "unreadable" if ext is None else reason
         yield Pair(row=row, image=name, caption=caption, source=source,
-                   data=raw[ext] if ext else None, problem=problem)
+                   data=raw[ext] if ext else None, problem=problem, reason=reason)
 
 
 

@@ -2,7 +2,7 @@
 
 Stages, in the order a row meets them (a row is dropped by the first that rejects it; the manifest names it):
 
-    1 decode/validate  unreadable, too_small, aspect
+    1 decode/validate  unreadable, bad_encoding (a row or caption that is not UTF-8), too_small, aspect
     2 text             caption_length, boilerplate_text (describes nothing), language
     3 images           duplicate_image (first row of a near-duplicate cluster is kept)
     5 relevance        relevance (optional UniCL checkpoint or scorer)
@@ -45,6 +45,7 @@ from .data_card import write_data_card
 from .dedup import (
     Deduplicator,
     HammingIndex,
+    fine_descriptor,
     from_hex,
     hash_files,
     image_files,
@@ -67,7 +68,7 @@ from .labels import LabelTable, sharing_stats
 from .relevance import Scorer, UniCLScorer
 from .sampling import balance
 
-REASONS = ("unreadable", "too_small", "aspect", "caption_length", "boilerplate_text", "language",
+REASONS = ("unreadable", "bad_encoding", "too_small", "aspect", "caption_length", "boilerplate_text", "language",
            "duplicate_image", "relevance", "contaminated", "sampling")
 """Drop reasons in pipeline order."""
 INDEXED = (None, "relevance", "contaminated")
@@ -92,6 +93,7 @@ class Record:
     width: int | None = None
     height: int | None = None
     hash: str | None = None  # hex pHash of rows that passed stages 1-2
+    fine: str | None = None  # hex of their fine descriptor (int8 thumbnail), the duplicate check's second look
     score: float | None = None  # relevance
 
 
@@ -117,7 +119,7 @@ def inspect(pair: Pair, cfg: CurateConfig, keep_image: bool = False) -> tuple[Re
     """Stages 1-2 for one pair, plus its pHash when it passes: pure, so it can run in worker processes."""
     rec = Record(pair.row, pair.image, pair.source)
     if pair.problem:
-        rec.reason, rec.detail = "unreadable", pair.problem
+        rec.reason, rec.detail = pair.reason, pair.problem
         return rec, None
     local = BadSampleLog(name="inspect", max_examples=1)
     image = load_image(pair.open(), local, pair.image, pair.row)
@@ -140,10 +142,16 @@ def inspect(pair: Pair, cfg: CurateConfig, keep_image: bool = False) -> tuple[Re
     if rec.reason:
         return rec, None
     rec.hash = to_hex(phash(image, cfg.hash_size))
+    rec.fine = fine_descriptor(image).tobytes().hex() if cfg.fine_threshold is not None else None
     return rec, image if keep_image else None
 
 
 # ----------------------------------------------------------------------------------------------- stages 3, 5, 6
+def fines(records: Iterable[Record]) -> list[np.ndarray | None]:
+    """The records' fine descriptors (None where a record has none, e.g. a journal of an older run)."""
+    return [np.frombuffer(bytes.fromhex(r.fine), np.int8) if r.fine else None for r in records]
+
+
 def filter_batch(batch: Sequence[tuple[Record, Image.Image | None]], dedup: Deduplicator, scorer: Scorer | None,
                  threshold: float, eval_index: HammingIndex | None, eval_names: Sequence[str]) -> None:
     """Near-duplicates, relevance and contamination for the rows of ``batch`` that passed stages 1-2."""
@@ -151,7 +159,7 @@ def filter_batch(batch: Sequence[tuple[Record, Image.Image | None]], dedup: Dedu
     if not alive:
         return
     codes = from_hex((rec.hash for rec, _ in alive), dedup.index.nbytes)
-    for (rec, _), dup in zip(alive, dedup.assign(codes, [rec.row for rec, _ in alive])):
+    for (rec, _), dup in zip(alive, dedup.assign(codes, [rec.row for rec, _ in alive], fines(r for r, _ in alive))):
         if dup is not None:
             rec.reason, rec.duplicate_of = "duplicate_image", dup
     alive = [(rec, img) for rec, img in alive if rec.reason is None]
@@ -248,9 +256,9 @@ def scan(source: str | Path, state: Path, cfg: CurateConfig, eval_images: Sequen
             raise ConfigError(f"languages: {unknown[0]!r} is not a langid language code")
     if scorer is None and cfg.relevance_checkpoint:
         scorer = UniCLScorer.from_checkpoint(cfg.relevance_checkpoint, cfg.relevance_image_size)
-    dedup = Deduplicator(cfg.hash_radius, cfg.hash_size**2)
+    dedup = Deduplicator(cfg.hash_radius, cfg.hash_size**2, cfg.fine_threshold)
     reps = [r for r in records if r.hash is not None and r.reason in INDEXED]
-    dedup.add(from_hex((r.hash for r in reps), dedup.index.nbytes), [r.row for r in reps])
+    dedup.add(from_hex((r.hash for r in reps), dedup.index.nbytes), [r.row for r in reps], fines(reps))
     eval_index, eval_names = _eval_index(state, eval_images, cfg.contamination_radius, cfg.hash_size)
     log = BadSampleLog(cfg.strict, name=str(source))
     pairs = itertools.islice(iter_pairs(source), len(records), None)
@@ -261,8 +269,8 @@ def scan(source: str | Path, state: Path, cfg: CurateConfig, eval_images: Sequen
         bar = tqdm(desc="curate: scan", unit="row", initial=len(records), disable=not progress)
         for batch in _batched(iter(inspected), cfg.batch_size):
             for rec, _ in batch:
-                if rec.reason == "unreadable":
-                    log.bad("unreadable", source, rec.row, rec.detail or "")
+                if rec.reason in ("unreadable", "bad_encoding"):
+                    log.bad(rec.reason, source, rec.row, rec.detail or "")
             filter_batch(batch, dedup, scorer, cfg.relevance_threshold, eval_index, eval_names)
             journal.append(rec for rec, _ in batch)
             records.extend(rec for rec, _ in batch)

@@ -52,3 +52,28 @@ class ImageTextPairs(torch.utils.data.Dataset):
         if image is None:
             return None
         return (self.transform(image) if self.transform else image), caption
+
+
+class LabelledPairs(torch.utils.data.Dataset):
+    """``{"image", "text", "label"}`` from a CSV/TSV of pairs; equal captions (exactly) share a UniCL label,
+    numbered in order of first appearance. A row whose image fails to load gives ``{"bad": reason}``."""
+
+    def __init__(self, table: str | Path, transform: Callable | None = None, image_column: str = "image",
+                 caption_column: str = "caption", strict: bool = False) -> None:
+        self.pairs = ImageTextPairs(table, None, image_column, caption_column, strict=strict)
+        self.transform = transform
+        ids: dict[str, int] = {}
+        self.labels = [ids.setdefault(caption, len(ids)) for caption in self.pairs.captions]
+        self.num_labels = len(ids)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, caption, line = self.pairs.samples[index]
+        log = BadSampleLog(self.pairs.log.strict, name=str(self.pairs.table), max_examples=1)
+        image = load_image(path, log, self.pairs.table, line)
+        if image is None:
+            return {"bad": next(iter(log.counts)), "where": f"{self.pairs.table} row {line}"}
+        return {"image": self.transform(image) if self.transform else image, "text": caption,
+                "label": self.labels[index]}

@@ -60,7 +60,7 @@ class SeededSamples(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU RNG alone: torch.manual_seed costs 0.6-6 ms
             return self.dataset[index]
 
 

@@ -10,12 +10,25 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..config import ConfigError, field
+from ..data.sources import SourceConfig
 from .ds_config import DistributedConfig
 
 
 @dataclass
 class DataConfig:
-    """The embedded world and how its image-text pairs are batched."""
+    """What to train on (``sources``; the embedded world by default) and how its pairs are batched.
+
+    ``sources`` entries are ``{kind: world | shards | pairs | imagefolder, path, weight, ...}`` (see
+    ``florence_lib.data.sources``); the world keys below configure a ``world`` source. Assumptions where the paper
+    is silent: weights are open_clip's upsampling factors; image-folder sources are image-label data, used in
+    phases with ``image_label_fraction`` > 0 (the paper's stage 1) and left out of the others unless nothing else
+    is left; validation stays on the world's held-out classes whatever the sources.
+    """
+
+    sources: list[SourceConfig] = field(default_factory=list,
+                                        help="training data, mixed by weight; empty: [{kind: world}]")
+    shuffle_buffer: int = field(1000, min=0, help="streamed sources: samples in each reader's shuffle buffer")
+    strict: bool = field(False, help="raise on the first bad sample (naming shard and key) instead of skipping it")
 
     world_seed: int = field(0, min=0, help="seed of the world's layouts (not of training)")
     train_size: int = field(20_000, min=1, help="training image-text pairs drawn from the world")
@@ -26,6 +39,10 @@ class DataConfig:
     repetition: float = field(0.4, min=0.0, max=1.0,
                               help="mixed captions: share of pairs using the short caption many images share")
     num_workers: int = field(0, min=0, max=64, help="DataLoader worker processes")
+
+    def validate(self) -> None:
+        if self.sources and not any(s.weight > 0 for s in self.sources):
+            raise ConfigError("sources: every weight is 0; nothing to train on")
 
 
 @dataclass

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,9 @@ import torch
 from torch import nn
 
 from ..config import deep_merge, to_dict
+from ..data.mixing import DataTracker, MixCollate, MixedPairs, open_sources
+from ..data.sources import SourceConfig, check_sources, describe_sources
+from ..data.stream import MixedStream
 from ..data.tokenizer import Tokenizer
 from ..data.transforms import train_transform
 from ..data.world import World, WorldConfig, WorldPairs
@@ -28,7 +31,14 @@ from ..distributed import barrier, is_main_process, rank, world_size
 from ..models import create_model, interpolate_rel_pos_bias
 from ..runs import RunDir, seed_everything
 from .batches import PairCollate, step_loader
-from .checkpoint import checkpoint_step, latest_checkpoint, load_config_dict, load_weights, read_model_spec
+from .checkpoint import (
+    checkpoint_name,
+    checkpoint_step,
+    latest_checkpoint,
+    load_config_dict,
+    load_weights,
+    read_model_spec,
+)
 from .config import DataConfig, PhaseConfig, PretrainConfig
 from .ds_config import pretrain_ds_config
 from .engine import Engine, move_to, resolve_device
@@ -118,14 +128,63 @@ def world_for(data: DataConfig, image_size: int) -> World:
     return World(WorldConfig(seed=data.world_seed, image_size=image_size, caption_repeat=data.repetition))
 
 
-def phase_loader(cfg: PretrainConfig, phase: Phase, tokenizer: Tokenizer, step: int) -> torch.utils.data.DataLoader:
-    """The phase's pairs, starting at global ``step``; the order depends only on (seed, phase, step)."""
-    pairs = WorldPairs(world_for(cfg.data, phase.image_size), "train", cfg.data.train_size,
-                       transform=train_transform(phase.image_size), caption=cfg.data.caption,
-                       image_label_fraction=phase.cfg.image_label_fraction)
-    return step_loader(pairs, PairCollate(tokenizer), batch_size=cfg.data.batch_size,
-                       seed=cfg.seed * 1000 + phase.index, start_step=step - phase.start,
-                       num_workers=cfg.data.num_workers, rank=rank(), world_size=world_size())
+def phase_sources(cfg: PretrainConfig, phase: Phase) -> list[SourceConfig]:
+    """The phase's sources: ``data.sources`` (default: the world), image folders only where the phase has
+    image-label data (the paper's stage 1) unless nothing else is left."""
+    sources = cfg.data.sources or [SourceConfig()]
+    if phase.cfg.image_label_fraction == 0:
+        sources = [s for s in sources if s.kind != "imagefolder"] or sources
+    return sources
+
+
+def phase_loader(cfg: PretrainConfig, phase: Phase, tokenizer: Tokenizer, step: int,
+                 positions: dict[int, int] | None = None) -> tuple[Iterable[dict[str, Any]], DataTracker]:
+    """The phase's batches from global ``step`` on, and the tracker of their data counts and stream positions.
+
+    Map-style sources only (world, pairs, image folders): the order depends only on (seed, phase, step), so a
+    resumed run is exact. With shards the sources stream (``data.stream``): each reader skips the ``positions``
+    saved with the checkpoint, or without them its share of the samples consumed before ``step``.
+    """
+    transform = train_transform(phase.image_size)
+
+    def world() -> WorldPairs:
+        return WorldPairs(world_for(cfg.data, phase.image_size), "train", cfg.data.train_size, transform=transform,
+                          caption=cfg.data.caption, image_label_fraction=phase.cfg.image_label_fraction)
+
+    parts = open_sources(phase_sources(cfg, phase), transform, world, cfg.data.strict)
+    collate, seed, tracker = MixCollate(PairCollate(tokenizer)), cfg.seed * 1000 + phase.index, DataTracker(parts)
+    if not any(p.streamed for p in parts):
+        loader = step_loader(MixedPairs(parts), collate, batch_size=cfg.data.batch_size, seed=seed,
+                             start_step=step - phase.start, num_workers=cfg.data.num_workers, rank=rank(),
+                             world_size=world_size())
+        return tracker.wrap(loader), tracker
+    per_rank = cfg.data.batch_size // world_size()
+    skip = positions if positions else (step - phase.start) * per_rank // max(1, cfg.data.num_workers)
+    stream = MixedStream(parts, transform, seed, cfg.data.shuffle_buffer, cfg.data.strict, skip)
+    loader = torch.utils.data.DataLoader(stream, batch_size=per_rank, collate_fn=collate,
+                                         num_workers=cfg.data.num_workers, persistent_workers=False)
+    tracker.positions = dict(positions or {})
+    return tracker.wrap(loader), tracker
+
+
+def data_state_path(run_dir: RunDir, step: int) -> Path:
+    """Where a checkpoint's stream positions are saved (per rank; the checkpoint folder belongs to rank 0)."""
+    return run_dir.path / "data_state" / f"{checkpoint_name(step)}-rank{rank()}.json"
+
+
+def save_data_state(run_dir: RunDir, step: int, phase: Phase, tracker: DataTracker) -> None:
+    path = data_state_path(run_dir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"phase": phase.index, "positions": tracker.positions}), encoding="utf-8")
+
+
+def load_data_state(run_dir: RunDir, step: int, phase: Phase) -> dict[int, int] | None:
+    """The stream positions saved at ``step`` in ``phase``, or None (then readers skip by sample count)."""
+    path = data_state_path(run_dir, step)
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text(encoding="utf-8"))
+    return {int(k): int(v) for k, v in state["positions"].items()} if state["phase"] == phase.index else None
 
 
 def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,6 +198,7 @@ def _prepare_run_dir(cfg: PretrainConfig, run_dir: RunDir) -> Path | None:
     ckpt = latest_checkpoint(run_dir.path / "checkpoints") if cfg.resume else None
     if ckpt is None:
         shutil.rmtree(run_dir.path / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir.path / "data_state", ignore_errors=True)  # stream positions of that run
         (run_dir.path / "metrics.jsonl").unlink(missing_ok=True)
         return None
     if _comparable(load_config_dict(ckpt)) != _comparable(to_dict(cfg)):
@@ -208,6 +268,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, Any
 
 
 def _pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, Any]:
+    check_sources(cfg.data.sources)  # a missing path is refused before any work starts
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -238,12 +299,26 @@ def _pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, An
         engine.resume(resume_from)
     trained_at = {"image_size": phases[0].image_size}
 
-    def save() -> Path:
-        """A checkpoint that records the resolution it was trained at last: evaluation defaults to it."""
-        return engine.save(run_dir.checkpoints, model_spec={**spec, **trained_at}, config=cfg,
-                           keep=cfg.checkpoint_keep)
+    tracker: DataTracker | None = None
+    logged: set[tuple[int, int]] = set()
 
-    validator, seconds, images = None, 0.0, 0
+    def log_data(phase: Phase) -> None:  # the data counts of the phase so far (once per step)
+        if tracker is not None and is_main_process() and (phase.index, engine.step) not in logged:
+            logged.add((phase.index, engine.step))
+            run_dir.log({"phase": phase.cfg.name, "step": engine.step, "split": "data", **tracker.record()})
+
+    def save(phase: Phase | None = None) -> Path:
+        """A checkpoint that records the resolution it was trained at last (evaluation defaults to it), with
+        the streamed sources' positions beside it."""
+        path = engine.save(run_dir.checkpoints, model_spec={**spec, **trained_at}, config=cfg,
+                           keep=cfg.checkpoint_keep)
+        if phase is not None and tracker is not None:
+            save_data_state(run_dir, engine.step, phase, tracker)
+            log_data(phase)
+        return path
+
+    resumed_step = engine.step
+    validator, seconds, images, skipped = None, 0.0, 0, {}
     for phase in phases:
         if engine.step >= phase.end:
             continue
@@ -254,12 +329,17 @@ def _pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, An
         validator = PretrainValidator(world_for(cfg.data, phase.image_size), tokenizer, device, cfg.data.val_size)
         trained_at["image_size"] = phase.image_size
         start, t0 = engine.step, time.perf_counter()
-        engine.fit(phase_loader(cfg, phase, tokenizer, engine.step), phase.end, run_dir=run_dir,
+        positions = load_data_state(run_dir, engine.step, phase) if engine.step == resumed_step else None
+        batches, tracker = phase_loader(cfg, phase, tokenizer, engine.step, positions)
+        engine.fit(batches, phase.end, run_dir=run_dir,
                    log_every=cfg.log_every, eval_every=cfg.eval_every, evaluate=lambda v=validator, e=engine: v(e.model),
-                   checkpoint_every=cfg.checkpoint_every, checkpoint=save,
+                   checkpoint_every=cfg.checkpoint_every, checkpoint=lambda p=phase: save(p),
                    record={"phase": phase.cfg.name}, desc=f"pretrain {phase.cfg.name}")
         seconds += time.perf_counter() - t0
         images += (engine.step - start) * cfg.data.batch_size
+        log_data(phase)
+        for k, v in tracker.record().items():
+            skipped[k] = skipped.get(k, 0) + v
 
     checkpoint = save()
     if validator is None:  # resumed after the last step: validate at the final phase's size
@@ -274,6 +354,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: str | Path | RunDir) -> dict[str, An
         "train_seconds": seconds,
         "images_per_second": images / seconds if seconds else None,
         "checkpoint": str(checkpoint),
+        "data": describe_sources(cfg.data.sources or [SourceConfig()]),
+        "data_counts": skipped,
     }
     if is_main_process():
         run_dir.save_json("results.json", results)

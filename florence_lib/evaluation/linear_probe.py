@@ -64,8 +64,9 @@ class _Fitter:
         return clf
 
 
-def _score(clf: LogisticRegression, x: np.ndarray, y: np.ndarray, selection: Selection) -> float:
-    logits = torch.from_numpy(_class_logits(clf, x, int(y.max()) + 1))
+def _score(clf: LogisticRegression, x: np.ndarray, y: np.ndarray, selection: Selection,
+           num_classes: int) -> float:
+    logits = torch.from_numpy(_class_logits(clf, x, num_classes))
     return classification_metrics(logits, torch.from_numpy(y), ks=(1,))[selection]
 
 
@@ -78,16 +79,19 @@ def _class_logits(clf: LogisticRegression, x: np.ndarray, num_classes: int) -> n
 
 def sweep_c(fit: _Fitter, xt: np.ndarray, yt: np.ndarray, xv: np.ndarray, yv: np.ndarray,
             selection: Selection = "top1", log10_range: tuple[float, float] = (-6.0, 6.0),
-            coarse_step: float = 2.0, steps_per_decade: int = 8) -> dict[float, float]:
-    """CLIP's parametric binary search over log10(C); returns every C tried with its validation score."""
+            coarse_step: float = 2.0, steps_per_decade: int = 8,
+            num_classes: int | None = None) -> dict[float, float]:
+    """CLIP's parametric binary search over log10(C); returns every C tried with its validation score.
+    ``num_classes`` sizes the score matrix (default: from both splits, so a class missing from either fits)."""
     lo, hi = log10_range
+    num_classes = num_classes if num_classes is not None else int(max(yt.max(), yv.max())) + 1
     scores: dict[float, float] = {}
     bar = tqdm(desc="linear probe C sweep", leave=False)
 
     def run(log_c: float) -> None:
         log_c = round(log_c, 6)
         if lo - 1e-9 <= log_c <= hi + 1e-9 and log_c not in scores:
-            scores[log_c] = _score(fit(10.0**log_c, xt, yt), xv, yv, selection)
+            scores[log_c] = _score(fit(10.0**log_c, xt, yt), xv, yv, selection, num_classes)
             bar.update()
 
     for log_c in np.arange(lo, hi + 1e-9, coarse_step):
@@ -130,11 +134,11 @@ def linear_probe(
     if not (xt.shape[1] == xv.shape[1] == xs.shape[1]):
         raise ValueError(f"feature dimensions differ: train {xt.shape[1]}, val {xv.shape[1]}, "
                          f"test {xs.shape[1]}")
+    num_classes = int(max(yt.max(), yv.max(), ys.max())) + 1  # from every split: any may miss a class
     fit = _Fitter(max_iter, seed)
-    sweep = sweep_c(fit, xt, yt, xv, yv, selection, log10_range, coarse_step, steps_per_decade)
+    sweep = sweep_c(fit, xt, yt, xv, yv, selection, log10_range, coarse_step, steps_per_decade, num_classes)
     best_c = max(sorted(sweep), key=lambda c: sweep[c])
     clf = fit(best_c, np.concatenate([xt, xv]), np.concatenate([yt, yv]))
-    num_classes = int(max(yt.max(), yv.max(), ys.max())) + 1
     logits = torch.from_numpy(_class_logits(clf, xs, num_classes)).float()
     metrics = classification_metrics(logits, torch.from_numpy(ys))
     metrics["C"] = best_c

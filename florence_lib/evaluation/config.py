@@ -84,11 +84,15 @@ class EvalConfig:
     model: str = field("unicl_tiny", help="preset used when checkpoint is null")
     data_root: str | None = field(None, help="real evaluation data (../shared/data); null: the world only")
     dataset: str = field("world", help="world, world-heldout, world-<domain>, eurosat, cifar10_test, "
-                                       "isic2018, plantvillage_apple, chestx14, coco")
+                                       "isic2018, plantvillage_apple, chestx14, coco; or a path: an "
+                                       "ImageFolder (train/ + test/, or one folder), a COCO-captions .json, "
+                                       "a .csv/.tsv of image,caption rows")
+    images: str | None = field(None, help="image folder of a COCO-captions .json dataset (default: inferred)")
     image_size: int = field(64, min=16, max=1024, help="evaluation resolution")
     batch_size: int = field(64, min=1, help="images per encoder forward pass")
     max_images: int | None = field(None, min=1, help="cap on images per split (world: images drawn)")
-    test_fraction: float = field(0.5, min=0.05, max=0.95, help="real sets: stratified share held out as test")
+    test_fraction: float = field(0.5, min=0.05, max=0.95,
+                                 help="sets without splits: (stratified) share held out as test")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = field(0, min=0)
     cache_classifiers: bool = field(True, help="cache zero-shot text classifiers in the run directory")

@@ -26,7 +26,14 @@ from ..runs import PROJECT_ROOT, RunDir, notebook_run_dir, seed_everything
 from ..training.checkpoint import latest_checkpoint, load_checkpoint, read_model_spec, resolve_checkpoint
 from ..training.engine import resolve_device
 from .config import EvalConfig
-from .datasets import ClassificationSet, Split, classification_set, retrieval_set, retrieval_train_pairs
+from .datasets import (
+    ClassificationSet,
+    Split,
+    classification_set,
+    dataset_label,
+    retrieval_set,
+    retrieval_train_pairs,
+)
 from .features import (
     FeatureKind,
     ImageFeatures,
@@ -83,7 +90,9 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------- helpers
     def _record(self, task: str, dataset: str, **metrics: Any) -> dict[str, Any]:
-        return {"task": task, "dataset": dataset, "model": self.label, "checkpoint": self.cfg.checkpoint,
+        label = dataset_label(dataset)
+        where = {"dataset_path": str(Path(dataset).resolve())} if label != dataset else {}
+        return {"task": task, "dataset": label, **where, "model": self.label, "checkpoint": self.cfg.checkpoint,
                 "image_size": self.cfg.image_size, **metrics}
 
     def classification_set(self, name: str, split: Split) -> ClassificationSet:
@@ -190,12 +199,15 @@ class Evaluator:
                 for ep in tqdm(eps, desc=f"{data.name} fine-tuned episodes", leave=False)]
         return FewShotResult.from_accuracies(np.asarray(accs), n_way, k_shot, fs.n_query)
 
-    def retrieval(self, name: str, model: nn.Module | None = None, task: str = "retrieval") -> Evaluation:
-        """Table 5 (zero-shot): image->text and text->image recall@K with every caption of every image."""
+    def retrieval(self, name: str, model: nn.Module | None = None, task: str = "retrieval",
+                  split: Split = "all") -> Evaluation:
+        """Table 5 (zero-shot): image->text and text->image recall@K with every caption of every image.
+        ``split`` matters for a user's set only (all its images, or the held-out share)."""
         c, rc = self.cfg, self.cfg.retrieval
         model = model if model is not None else self.model
         data = retrieval_set(name, data_root=c.data_root, image_size=c.image_size, max_images=c.max_images,
-                             captions_per_image=rc.captions_per_image, world_seed=self.world_seed)
+                             captions_per_image=rc.captions_per_image, world_seed=self.world_seed,
+                             images=c.images, split=split, test_fraction=c.test_fraction, seed=c.seed)
         img = image_features(image_encoder(model, self.device), data.dataset, c.batch_size, self.device,
                              desc=f"{name} images").features
         if len(img) != len(data.image_to_captions):
@@ -212,10 +224,11 @@ class Evaluator:
         image-text pairs (a copy of the model), then the same recall@K on its test images."""
         c = self.cfg
         pairs = retrieval_train_pairs(name, data_root=c.data_root, image_size=c.image_size,
-                                      max_images=c.max_images, world_seed=self.world_seed)
+                                      max_images=c.max_images, world_seed=self.world_seed, images=c.images,
+                                      test_fraction=c.test_fraction, seed=c.seed)
         net = finetune_pairs(copy.deepcopy(self.model), pairs, self.tokenizer,
-                             **self._train_options(f"finetune_retrieval_{name}"))
-        result = self.retrieval(name, net, task="retrieval_finetuned")
+                             **self._train_options(f"finetune_retrieval_{dataset_label(name)}"))
+        result = self.retrieval(name, net, task="retrieval_finetuned", split="test")
         result.records[0].update(steps=c.finetune.steps, num_train_pairs=len(pairs))
         return result
 
@@ -226,7 +239,7 @@ class Evaluator:
         train = self.classification_set(name, "train")
         test = self.classification_set(name, "test")
         net = finetune(copy.deepcopy(self.model), train.dataset, train.classes, train.templates,
-                       self.tokenizer, mode=ft.mode, **self._train_options(f"finetune_{ft.mode}_{name}"))
+                       self.tokenizer, mode=ft.mode, **self._train_options(f"finetune_{ft.mode}_{dataset_label(name)}"))
         metrics = finetune_eval(net, test.dataset, test.classes, test.templates, self.tokenizer,
                                 batch_size=self.cfg.batch_size, device=self.device)
         before = self.zero_shot(name).records[0]

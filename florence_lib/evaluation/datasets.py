@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ..data.coco import CocoCaptions
@@ -134,6 +133,8 @@ def _require(data_root: str | Path | None, name: str) -> Path:
 
 def stratified_split(targets: Sequence[int], split: Split, test_fraction: float, seed: int) -> np.ndarray:
     """Indices of ``split`` in a seeded, class-stratified train/test split of ``targets``."""
+    from sklearn.model_selection import train_test_split  # lazily: seconds to import, real sets only
+
     idx = np.arange(len(targets))
     if split == "all":
         return idx
@@ -146,6 +147,8 @@ def _cap(indices: np.ndarray, targets: np.ndarray, max_images: int | None, seed:
     """At most ``max_images`` of ``indices``, stratified by class so that a small cap keeps every class."""
     if max_images is None or len(indices) <= max_images:
         return indices
+    from sklearn.model_selection import train_test_split
+
     keep, _ = train_test_split(indices, train_size=max_images, random_state=seed, stratify=targets[indices])
     return np.sort(keep)
 

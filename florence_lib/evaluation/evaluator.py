@@ -216,7 +216,7 @@ class Evaluator:
                             desc=f"{name} captions")
         metrics = retrieval_eval(img, txt, data.image_to_captions, rc.ks, rc.max_exact)
         record = self._record(task, name, **metrics, num_images=len(img), num_captions=len(txt))
-        return Evaluation([record], {"similarity": img @ txt.T, "captions": data.captions,
+        return Evaluation([record], {"similarity": img @ txt.T, "captions": data.captions, "image_features": img,
                                      "image_to_captions": data.image_to_captions, "dataset": data.dataset})
 
     def finetune_retrieval(self, name: str) -> Evaluation:

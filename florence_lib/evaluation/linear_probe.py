@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .metrics import classification_metrics
+
+if TYPE_CHECKING:  # scikit-learn takes seconds to import: only when a probe runs (zero-shot notebooks skip it)
+    from sklearn.linear_model import LogisticRegression
 
 Selection = Literal["top1", "mean_per_class"]
 
@@ -42,6 +42,8 @@ def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 def split_validation(features: np.ndarray, labels: np.ndarray, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A stratified hold-out of the training set, for sets that ship no validation split."""
+    from sklearn.model_selection import train_test_split
+
     counts = np.bincount(labels)
     stratify = labels if counts[counts > 0].min() >= 2 else None
     xt, xv, yt, yv = train_test_split(features, labels, test_size=fraction, random_state=seed,
@@ -54,6 +56,9 @@ class _Fitter:
         self.max_iter, self.seed, self.not_converged = max_iter, seed, 0
 
     def __call__(self, c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
         clf = LogisticRegression(C=c, max_iter=self.max_iter, solver="lbfgs", random_state=self.seed)
         # One BLAS thread: these fits are small, and spinning BLAS threads on a busy machine made them 12-20x
         # slower (measured: 14 s vs 1.2 s for one fit at C=1e-6 on 480 x 256 features, 64 classes).

@@ -45,6 +45,12 @@ class RetrievalBrowser:
         self.image_to_captions, self.encode_text, self.k = image_to_captions, encode_text, k
         self.similarity = similarity if similarity is not None else self._similarity()
 
+    @classmethod
+    def from_evaluation(cls, details: dict[str, Any], encode_text: TextEncoder) -> RetrievalBrowser:
+        """From the ``details`` of :meth:`Evaluator.retrieval` (its gallery, features and similarities)."""
+        return cls(details["dataset"], details["image_features"], details["captions"],
+                   details["image_to_captions"], encode_text, details["similarity"])
+
     def _similarity(self) -> torch.Tensor:
         from ..evaluation.features import text_features
 

@@ -43,6 +43,20 @@ class ZeroShotPlayground:
         self.truth = list(truth) if truth is not None else None
         self.last: Predictions | None = None
 
+    @classmethod
+    def from_evaluator(cls, ev: Any, name: str, n_images: int = 8) -> ZeroShotPlayground:
+        """One test image of each of up to ``n_images`` classes of set ``name`` (features from the evaluator's
+        cache), their class names and the set's first template to start from."""
+        data, feats = ev.features(name, "test")
+        first: dict[int, int] = {}  # class -> its first test image
+        for i, label in enumerate(feats.labels.tolist()):
+            first.setdefault(label, i)
+        pick = list(first.values())[:: max(1, len(first) // n_images)][:n_images]
+        names = [c if isinstance(c, str) else c[0] for c in data.classes]
+        truth = [names[int(feats.labels[i])] for i in pick]
+        return cls([data.dataset[i][0] for i in pick], feats.features[pick], ev.encode_text, truth,
+                   data.templates[:1], truth=truth)
+
     def run(self, classes_text: str | None = None, templates_text: str | None = None) -> Figure:
         """Classify with the typed names (comma or line separated) and templates (one per line) -> the grid."""
         self.classes_text = classes_text if classes_text is not None else self.classes_text

@@ -161,14 +161,16 @@ def test_episode_sampler_keeps_support_and_query_apart():
 def test_few_shot_oracle_random_and_determinism():
     x, y = clusters(8, 30, 32, noise=0.0, seed=0)
     xf, _ = clusters(8, 30, 32, noise=0.0, seed=0)
-    res = few_shot_eval(x, y, flipped=xf, k_shot=5, episodes=40, seed=0, epochs=30)
+    res = few_shot_eval(x, y, flipped=xf, k_shot=5, episodes=40, seed=0)  # CD-FSL head: 100 epochs
     assert res.accuracy == 1.0 and res.ci95 == 0.0 and len(res.episode_accuracies) == 40
     g = torch.Generator().manual_seed(1)
     y8 = torch.arange(8).repeat_interleave(60)
     rand = few_shot_eval(torch.randn(480, 32, generator=g), y8, k_shot=5, episodes=60, seed=0, epochs=30)
     assert abs(rand.accuracy - 0.2) < 0.05 and 0 < rand.ci95 < 0.05
-    a = few_shot_eval(*clusters(8, 30, 32, noise=0.3, seed=4), k_shot=5, episodes=20, seed=7, epochs=20)
-    b = few_shot_eval(*clusters(8, 30, 32, noise=0.3, seed=4), k_shot=5, episodes=20, seed=7, epochs=20)
+    x, y = clusters(8, 30, 32, noise=0.3, seed=4)
+    x = 10 * x  # the scale of un-normalised backbone features, which the reference head's lr 0.01 is made for
+    a = few_shot_eval(x, y, k_shot=5, episodes=20, seed=7, epochs=20)
+    b = few_shot_eval(x, y, k_shot=5, episodes=20, seed=7, epochs=20)
     assert np.array_equal(a.episode_accuracies, b.episode_accuracies) and 0.6 < a.accuracy < 0.98
     assert a.metrics()["ci95"] == pytest.approx(1.96 * a.episode_accuracies.std() / np.sqrt(20))
 
@@ -257,3 +259,210 @@ def test_cli_writes_flat_metrics_json(tmp_path):
     assert "dataset: world-heldout" in (tmp_path / "config.yaml").read_text()
     assert list((tmp_path / "cache").glob("zeroshot_*.safetensors"))  # the text classifier was cached
     assert cli_main(["evaluate", "few-shot", "--set", "few_shot.n_way=1", "--dry-run"]) == 2
+
+
+# ------------------------------------------------------------------------------------------- fidelity
+def test_linear_probe_survives_a_validation_split_without_a_class():
+    x, y = clusters(5, 30, 16, noise=0.1, seed=0)
+    val = (y < 4) & (torch.arange(len(y)) % 3 == 0)  # classes 0-3 only: class 4 is in train and test alone
+    train, test = ~val & (torch.arange(len(y)) % 3 != 1), torch.arange(len(y)) % 3 == 1
+    res = linear_probe(x[train], y[train], x[test], y[test], x[val], y[val], steps_per_decade=1)
+    assert res.test_logits.shape == (int(test.sum()), 5) and res.metrics["top1"] > 0.9
+    assert set(res.test_logits.argmax(1).tolist()) == set(range(5))  # class 4 is predicted on test
+
+
+def test_image_features_backbone_before_projection_and_embedding_after():
+    from florence_lib.evaluation.features import image_encoder
+    from florence_lib.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("unicl_tiny").eval()
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        backbone = image_encoder(model, features="backbone")(images)
+        embedding = image_encoder(model)(images)
+        torch.testing.assert_close(backbone, model.image_encoder(images))  # the tower's pooled output
+        torch.testing.assert_close(embedding, model.encode_image(images, normalize=True))
+    assert backbone.shape[1] != embedding.shape[1] or not torch.allclose(backbone, embedding)
+    assert not torch.allclose(backbone.norm(dim=1), torch.ones(3))  # not normalised
+    torch.testing.assert_close(embedding.norm(dim=1), torch.ones(3))
+    with pytest.raises(ValueError, match="backbone"):
+        image_encoder(model, features="logits")
+
+
+def test_protocol_defaults_are_the_references():
+    from florence_lib.config import load_config
+    from florence_lib.evaluation.config import EvalConfig
+
+    cfg = EvalConfig()
+    assert cfg.linear_probe.features == "backbone"  # CLIP appendix A.3
+    fs = cfg.few_shot  # CD-FSL finetune.py
+    assert (fs.lr, fs.momentum, fs.dampening, fs.weight_decay, fs.batch_size, fs.epochs, fs.dropout, fs.flip) \
+        == (0.01, 0.9, 0.9, 1e-3, 4, 100, 0.0, False)
+    assert not load_config(EvalConfig, command="evaluate", profile="quick").few_shot.finetune_backbone
+    assert load_config(EvalConfig, command="evaluate", profile="paper").few_shot.finetune_backbone
+
+
+def test_batched_episode_heads_are_torch_sgd_with_dampening_and_weight_decay():
+    """Each episode's head must be exactly a torch.optim.SGD run of its own (momentum, dampening, decay)."""
+    from florence_lib.evaluation.few_shot import train_episode_heads
+
+    e, s, d, n_way, epochs, batch = 3, 6, 5, 2, 4, 4
+    support = torch.randn(e, s, d, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    opts = {"lr": 0.1, "momentum": 0.9, "dampening": 0.9, "weight_decay": 1e-2}
+    weight, bias = train_episode_heads(support, labels, n_way, epochs=epochs, batch_size=batch, dropout=0.0,
+                                       generator=torch.Generator().manual_seed(1), **opts)
+    g = torch.Generator().manual_seed(1)  # replay the same draws: init, then one order per epoch
+    w0 = (torch.rand(e, d, n_way, generator=g) * 2 - 1) * d**-0.5
+    b0 = (torch.rand(e, n_way, generator=g) * 2 - 1) * d**-0.5
+    orders = [torch.rand(e, s, generator=g).argsort(dim=1) for _ in range(epochs)]
+    for i in range(e):
+        w, b = w0[i].clone().requires_grad_(), b0[i].clone().requires_grad_()
+        opt = torch.optim.SGD([w, b], **opts)
+        for order in orders:
+            for start in range(0, s, batch):
+                idx = order[i, start : start + batch]
+                loss = F.cross_entropy(support[i, idx] @ w + b, labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        torch.testing.assert_close(weight[i], w.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bias[i], b.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_finetune_episode_trains_a_copy_of_the_tower():
+    from florence_lib.evaluation.features import ImageTower
+    from florence_lib.evaluation.few_shot import finetune_episode
+    from florence_lib.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("unicl_tiny").eval()
+    tower = ImageTower(model, "embedding")
+    before = {k: v.clone() for k, v in tower.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    colours = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0]])  # red vs blue images, noisy
+    labels = torch.tensor([0, 1]).repeat(6)
+    images = colours[labels][:, :, None, None] + 0.3 * torch.randn(12, 3, 32, 32, generator=g)
+    acc = finetune_episode(tower, images[:8], labels[:8], images[8:], labels[8:], 2, epochs=15, lr=0.5,
+                           backbone_lr=0.05, generator=g)
+    assert acc == 1.0
+    assert all(torch.equal(before[k], v) for k, v in tower.state_dict().items())  # the caller's is untouched
+
+
+# ------------------------------------------------------------------------------------------- user data
+COLOURS = {"Red_Things": (220, 30, 30), "green": (30, 200, 40), "BlueSky": (30, 40, 220)}
+
+
+def _write_images(folder, colour, n, start=0):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    g = np.random.default_rng(start)
+    for i in range(start, start + n):
+        pixels = np.clip(np.array(colour) + g.normal(0, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i}.png")
+
+
+@pytest.fixture(scope="module")
+def user_sets(tmp_path_factory):
+    """A one-folder ImageFolder, a train/ + test/ one (test lacks a class), a COCO-captions JSON, a CSV."""
+    root = tmp_path_factory.mktemp("user")
+    for name, colour in COLOURS.items():
+        _write_images(root / "folder" / name, colour, 24)
+        _write_images(root / "splits" / "train" / name, colour, 20)
+        if name != "green":
+            _write_images(root / "splits" / "test" / name, colour, 6, start=50)
+    (root / "splits" / "classnames.txt").write_text("Red_Things\tred thing\tcrimson thing\nBlueSky\tblue sky\n")
+    (root / "splits" / "templates.txt").write_text("# mine\na picture of a {}.\n\nsomething {} coloured\n")
+    images, annotations, rows = [], [], ["image,caption"]
+    for i, (name, _) in enumerate(COLOURS.items()):
+        for j in range(4):
+            file = f"{name}/img{j}.png"
+            images.append({"id": 10 * i + j, "file_name": file})
+            annotations += [{"id": 100 * i + 2 * j + k, "image_id": 10 * i + j, "caption": f"a {name} {k}"}
+                            for k in range(2)]
+            rows += [f"folder/{file},a photo of {name}", f"folder/{file},{name} again"]
+    (root / "captions.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_user_image_folders_resolve_with_their_names_templates_and_splits(user_sets):
+    from florence_lib.data.prompts import IMAGE_TEMPLATES
+
+    one = classification_set(str(user_sets / "folder"), "test", image_size=32, test_fraction=0.25, seed=1)
+    assert one.name == "folder" and one.classes == ["blue sky", "red things", "green"]  # humanised folders
+    assert one.templates == list(IMAGE_TEMPLATES) and np.bincount(one.targets).tolist() == [6, 6, 6]
+    train = classification_set(str(user_sets / "folder"), "train", image_size=32, test_fraction=0.25, seed=1)
+    assert not set(train.dataset.indices) & set(one.dataset.indices) and len(train.targets) == 54
+    image, label = one.dataset[0]
+    assert image.shape == (3, 32, 32) and label == one.targets[0]
+    splits = classification_set(str(user_sets / "splits"), "test", image_size=32)
+    assert splits.classes == ["blue sky", ["red thing", "crimson thing"], "green"]  # classnames.txt, synonyms
+    assert splits.templates == ["a picture of a {}.", "something {} coloured"]
+    assert sorted(set(splits.targets.tolist())) == [0, 1]  # test has no green: labels stay in train's order
+    assert [splits.dataset[i][1] for i in range(len(splits.targets))] == splits.targets.tolist()
+    every = classification_set(str(user_sets / "splits"), "all", image_size=32)
+    assert np.bincount(every.targets).tolist() == [26, 26, 20]
+
+
+def test_user_captions_json_and_csv_resolve_for_retrieval(user_sets):
+    coco = retrieval_set(str(user_sets / "captions.json"), images=user_sets / "folder", image_size=32)
+    assert (len(coco.image_to_captions), len(coco.captions)) == (12, 24) and coco.name == "captions"
+    table = retrieval_set(str(user_sets / "pairs.csv"), image_size=32)
+    assert (len(table.image_to_captions), len(table.captions)) == (12, 24)  # two rows per image: one image
+    assert table.captions[:2] == ["a photo of Red_Things", "Red_Things again"]
+    assert table.dataset[0].shape == (3, 32, 32)
+    test = retrieval_set(str(user_sets / "pairs.csv"), image_size=32, split="test", test_fraction=0.25)
+    assert len(test.image_to_captions) == 3
+
+
+@pytest.mark.parametrize("protocol, dataset, expected", [
+    ("zero-shot", "imagenet", "unknown classification set 'imagenet'; expected one of world"),
+    ("retrieval", "eurosat", "unknown retrieval set 'eurosat'; expected one of world, coco, or a path"),
+    ("linear-probe", "{root}/nowhere", "no such file or folder"),
+    ("few-shot", "{root}/captions.json", "not a folder; expected a folder of class folders"),
+    ("retrieval", "{root}/folder", "not a retrieval set; expected a COCO-captions .json"),
+    ("retrieval", "{root}/captions.json --images {root}/nope", "does not exist; pass --images DIR"),
+    ("finetune", "{root}/bad_names", "classnames.txt:2: expected 'folder<TAB>readable name'"),
+    ("zero-shot", "{root}/bad_templates", "templates.txt:1: template 'a photo' has no '{{}}'"),
+    ("zero-shot", "{root}/empty", "no class folders with images"),
+])
+def test_cli_refuses_a_bad_dataset_before_building_a_model(user_sets, monkeypatch, capsys, protocol, dataset,
+                                                           expected):
+    import florence_lib.evaluation.evaluator as evaluator
+
+    for name, text in (("bad_names", "green\tgreen\nBlueSky blue sky\n"), ("bad_templates", "a photo\n")):
+        _write_images(user_sets / name / "green", COLOURS["green"], 2)
+        _write_images(user_sets / name / "BlueSky", COLOURS["BlueSky"], 2)
+        (user_sets / name / ("classnames.txt" if name == "bad_names" else "templates.txt")).write_text(text)
+    (user_sets / "empty" / "a").mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(evaluator.Evaluator, "from_config", lambda *a, **k: pytest.fail("a model was built"))
+    rc = cli_main(["evaluate", protocol, "--dataset", *dataset.format(root=user_sets).split(), "--run-dir", "x"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and expected.format() in err, err
+
+
+def test_every_protocol_runs_on_a_user_folder(user_sets, tmp_path):
+    from florence_lib.config import load_config
+    from florence_lib.evaluation.config import EvalConfig
+    from florence_lib.evaluation.evaluator import Evaluator
+    from florence_lib.models import create_model
+
+    cfg = load_config(EvalConfig, command="evaluate", profile="smoke",
+                      overrides=["image_size=32", "few_shot.episodes=3", "finetune.steps=2"])
+    torch.manual_seed(0)
+    ev = Evaluator(create_model("unicl_tiny"), cfg, "tiny")
+    path = str(user_sets / "splits")
+    zs = ev.zero_shot(path).records[0]
+    assert zs["dataset"] == "splits" and zs["dataset_path"] == str((user_sets / "splits").resolve())
+    assert zs["num_images"] == 12 and zs["num_classes"] == 3 and zs["num_templates"] == 2
+    lp = ev.linear_probe(path).records[0]
+    assert lp["features"] == "backbone" and lp["num_train"] == 60 and lp["top1"] > 0.9  # colours: easy
+    fs = ev.few_shot(str(user_sets / "folder")).records
+    assert fs[0]["n_way"] == 3 and fs[0]["episodes"] == 3 and fs[0]["finetune_backbone"] is False
+    ft = ev.finetune(path).records[0]
+    assert ft["task"] == "finetune_unicl" and ft["num_train"] == 60 and ft["num_test"] == 12
+    rt = ev.finetune_retrieval(str(user_sets / "pairs.csv")).records[0]
+    assert rt["dataset"] == "pairs" and rt["num_images"] == 6 and rt["num_train_pairs"] == 12

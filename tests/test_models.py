@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from timm.layers import resize_rel_pos_bias_table_simple
 from timm.models.swin_transformer import SwinTransformerBlock
 
 from florence_lib.config import ConfigError, from_dict, to_dict
@@ -53,6 +54,32 @@ def test_block_matches_timm_swin_block(shift):
     x = torch.randn(2, 8, 12, 16)
     mask = window_attention_mask(8, 12, 4, ours.shift_for(8, 12))
     torch.testing.assert_close(ours(x, mask), timm_block(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+@pytest.mark.parametrize("size", [(6, 10), (7, 5), (3, 3)])
+def test_block_matches_timm_swin_block_on_padded_sizes(shift, size):
+    """On sizes the window does not divide, CoSwin pads bottom/right (Swin's order: pad, then roll) and masks the
+    padding out. timm's block, run on the same padded map with the same mask, must give the same output on the
+    real tokens: this pins the padding side, the pad-then-shift order, the window layout and the crop."""
+    h, w = size
+    torch.manual_seed(0)
+    ours = CoSwinBlock(16, num_heads=2, window_size=4, shifted=shift > 0, mlp_ratio=4.0, drop_path=0.0).eval()
+    hp, wp = -(-h // 4) * 4, -(-w // 4) * 4
+    shift_hw = ours.shift_for(h, w)
+    timm_block = SwinTransformerBlock(16, (hp, wp), num_heads=2, window_size=4, shift_size=max(shift_hw),
+                                      always_partition=True).eval()
+    timm_block.load_state_dict(ours.state_dict(), strict=False)
+    timm_block.shift_size = shift_hw
+    mask = window_attention_mask(h, w, 4, shift_hw)
+    timm_block.attn_mask = mask
+    x = torch.randn(2, h, w, 16)
+    with torch.no_grad():
+        padded = torch.randn(2, hp, wp, 16)  # whatever the padding holds: masked, it cannot matter
+        padded[:, :h, :w] = timm_block.norm1(x)
+        y = x + timm_block._attn(padded)[:, :h, :w]
+        y = y + timm_block.mlp(timm_block.norm2(y))
+        torch.testing.assert_close(ours(x, mask), y, rtol=1e-5, atol=1e-5)
 
 
 def test_windows_do_not_see_each_other():
@@ -112,14 +139,26 @@ def test_grad_checkpointing_gives_identical_gradients():
 
 
 def test_rel_pos_bias_interpolation():
+    """Resizing must be Swin's bicubic resize of the (2w-1) x (2w-1) grid, not merely shape-preserving: a table
+    that varies along the dy axis only (one slope per head) is compared with timm's implementation of it, and
+    must still vary along dy only (a transposed or scrambled resize fails)."""
+    key = "image_encoder.stages.2.blocks.1.attn.relative_position_bias_table"
     state = create_model("unicl_tiny").state_dict()
-    assert interpolate_rel_pos_bias(state, 4)["image_encoder.stages.0.blocks.0.attn.relative_position_bias_table"] \
-        is state["image_encoder.stages.0.blocks.0.attn.relative_position_bias_table"]
-    constant = {k: torch.full_like(v, 0.5) if k.endswith("bias_table") else v for k, v in state.items()}
-    resized = interpolate_rel_pos_bias(constant, 8)
-    table = resized["image_encoder.stages.2.blocks.1.attn.relative_position_bias_table"]
-    assert table.shape == (15 * 15, 4)
-    torch.testing.assert_close(table, torch.full_like(table, 0.5))  # bicubic keeps a constant table constant
+    assert interpolate_rel_pos_bias(state, 4)[key] is state[key]
+    dy = torch.arange(7, dtype=torch.float32)[:, None].expand(7, 7).reshape(-1, 1)  # row index of the grid
+
+    def ramp(heads: int) -> torch.Tensor:  # (49, heads): head h rises with slope h + 1 along dy
+        return (dy * torch.arange(1, heads + 1)).contiguous()
+
+    heads = state[key].shape[1]
+    varying = {k: ramp(v.shape[1]) if k.endswith("bias_table") else v for k, v in state.items()}
+    resized = interpolate_rel_pos_bias(varying, 8)
+    table = resized[key]
+    assert table.shape == (15 * 15, heads)
+    torch.testing.assert_close(table, resize_rel_pos_bias_table_simple(ramp(heads), (8, 8), (15 * 15, heads)))
+    grid = table.T.reshape(heads, 15, 15)
+    torch.testing.assert_close(grid, grid[:, :, :1].expand_as(grid))  # constant along dx
+    assert (grid[:, 1:, 0] > grid[:, :-1, 0] - 1e-4).all() and (grid[:, -1, 0] > grid[:, 0, 0] + 5).all()
     bigger = UniCLModel(model_config("unicl_tiny", image={"window_size": 8}))
     bigger.load_state_dict(resized)  # strict: every other key and shape carries over
 

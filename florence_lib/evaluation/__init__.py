@@ -3,7 +3,8 @@
 - ``features``: batched frozen image/text feature extraction; ``metrics``: top-k, mean per-class recall.
 - ``zero_shot`` (Table 1), ``linear_probe`` (Table 2), ``finetune`` (Table 3), ``few_shot`` (Table 4),
   ``retrieval`` (Table 5): each protocol as the paper and its references run it.
-- ``datasets``: the world's views and the real sets by name; ``evaluator``: one checkpoint through every
+- ``datasets``: the world's views and the real sets by name, a user's sets by path (``user_data``: ImageFolder,
+  COCO-captions JSON, image-caption CSV); ``evaluator``: one checkpoint through every
   protocol, flat metrics records; ``command``: ``python -m florence_lib evaluate <protocol>``.
 - ``tables``: the paper's published numbers and our rows in its layout; ``plots``: the notebooks' figures.
 """

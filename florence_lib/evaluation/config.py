@@ -21,22 +21,41 @@ class LinearProbeConfig:
     steps_per_decade: int = field(8, min=1, max=64, help="resolution at which the search over log10(C) stops")
     max_iter: int = field(1000, min=1, help="L-BFGS iterations per fit")
     selection: Literal["top1", "mean_per_class"] = field("top1", help="validation metric that picks C")
+    features: Literal["backbone", "embedding"] = field(
+        "backbone", help="backbone: the image tower's pooled features before the projection, un-normalised "
+                         "(CLIP's protocol); embedding: the projected, L2-normalised joint-space embedding")
 
 
 @dataclass
 class FewShotConfig:
-    """CD-FSL: n-way k-shot episodes, 15 queries per class, a linear head (dropout 0.5) per episode."""
+    """CD-FSL (Guo et al. 2020): n-way k-shot episodes, 15 queries per class, a fresh linear head per episode.
+
+    The head's defaults are the benchmark's reference fine-tune (its ``finetune.py``): SGD lr 0.01, momentum 0.9,
+    dampening 0.9, weight decay 1e-3, batch 4, 100 epochs, no augmentation, no dropout. ``finetune_backbone`` is
+    Florence's variant (paper §3.4): the image tower is fine-tuned with the head in every episode, by plain SGD
+    at ``backbone_lr`` (the reference's optimiser for the backbone), on a fresh copy per episode. Assumption
+    where the paper is silent: the tower stays in eval mode (no stochastic depth) while it is fine-tuned.
+    """
 
     n_way: int = field(5, min=2, help="classes per episode (fewer where a set has fewer eligible classes)")
     shots: list[int] = field(default_factory=lambda: [5, 20, 50], min=1, help="support images per class")
     n_query: int = field(15, min=1, help="query images per class")
     episodes: int = field(600, min=1)
-    epochs: int = field(100, min=1, help="passes over the support set per episode")
-    batch_size: int = field(4, min=1)
-    lr: float = field(0.01, min=0.0, help="adapter head SGD lr (paper: 0.01)")
-    momentum: float = field(0.99, min=0.0, max=0.999999, help="adapter head SGD momentum (paper: 0.99)")
-    dropout: float = field(0.5, min=0.0, max=0.99, help="dropout between the image encoder and the head")
-    flip: bool = field(True, help="horizontal-flip augmentation at training and test time")
+    epochs: int = field(100, min=1, help="passes over the support set per episode (CD-FSL: 100)")
+    batch_size: int = field(4, min=1, help="support images per SGD step (CD-FSL: 4)")
+    lr: float = field(0.01, min=0.0, help="head SGD lr (CD-FSL: 0.01)")
+    momentum: float = field(0.9, min=0.0, max=0.999999, help="head SGD momentum (CD-FSL: 0.9)")
+    dampening: float = field(0.9, min=0.0, max=0.999999, help="head SGD dampening (CD-FSL: 0.9)")
+    weight_decay: float = field(1e-3, min=0.0, max=1.0, help="head SGD weight decay (CD-FSL: 1e-3)")
+    dropout: float = field(0.0, min=0.0, max=0.99, help="dropout before the head (CD-FSL: none)")
+    flip: bool = field(False, help="horizontal flips at training and test time (CD-FSL: none)")
+    features: Literal["backbone", "embedding"] = field(
+        "backbone", help="what the head sees: the image tower's un-normalised features (as CD-FSL's ResNet "
+                         "features), or the projected unit-norm embedding (too small for the reference lr)")
+    finetune_backbone: bool = field(False, help="Florence: fine-tune the image tower per episode (expensive)")
+    backbone_lr: float = field(0.01, min=0.0, help="plain-SGD lr of the image tower when it is fine-tuned")
+    max_finetune_episodes: int | None = field(
+        None, min=1, help="cap on episodes per shot when finetune_backbone (each trains a tower copy)")
 
 
 @dataclass
@@ -65,11 +84,15 @@ class EvalConfig:
     model: str = field("unicl_tiny", help="preset used when checkpoint is null")
     data_root: str | None = field(None, help="real evaluation data (../shared/data); null: the world only")
     dataset: str = field("world", help="world, world-heldout, world-<domain>, eurosat, cifar10_test, "
-                                       "isic2018, plantvillage_apple, chestx14, coco")
+                                       "isic2018, plantvillage_apple, chestx14, coco; or a path: an "
+                                       "ImageFolder (train/ + test/, or one folder), a COCO-captions .json, "
+                                       "a .csv/.tsv of image,caption rows")
+    images: str | None = field(None, help="image folder of a COCO-captions .json dataset (default: inferred)")
     image_size: int = field(64, min=16, max=1024, help="evaluation resolution")
     batch_size: int = field(64, min=1, help="images per encoder forward pass")
     max_images: int | None = field(None, min=1, help="cap on images per split (world: images drawn)")
-    test_fraction: float = field(0.5, min=0.05, max=0.95, help="real sets: stratified share held out as test")
+    test_fraction: float = field(0.5, min=0.05, max=0.95,
+                                 help="sets without splits: (stratified) share held out as test")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = field(0, min=0)
     cache_classifiers: bool = field(True, help="cache zero-shot text classifiers in the run directory")

@@ -13,6 +13,9 @@ The real sets ship one folder, not train/test splits, so ``split`` takes a strat
 (``test_fraction`` for "test", the rest for "train"); ``split="all"`` is the whole folder (few-shot episodes
 draw from all of it, as CD-FSL does). Class names and templates come from CLIP's prompt file when it lists the
 set, else from the built-in names below and CLIP's seven ImageNet templates.
+
+Any other name is a path to the user's own set (see :mod:`.user_data`); :func:`check_dataset` tells, before a
+model is built, whether a name or path can serve a protocol.
 """
 
 from __future__ import annotations
@@ -23,21 +26,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.model_selection import train_test_split
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ..data.coco import CocoCaptions
+from ..data.errors import DataError
 from ..data.loaders import CDFSL_CHESTX_CLASSES, ChestXray14, ImageFolderDataset
+from ..data.pairs import ImageTextPairs
 from ..data.prompts import IMAGE_TEMPLATES, load_clip_prompts
 from ..data.transforms import eval_transform, train_transform
 from ..data.world import World, WorldClassification, WorldConfig, WorldPairs, WorldRetrieval
 from ..data.world_render import DOMAINS
+from .user_data import (
+    CLASSIFICATION_LAYOUT,
+    RETRIEVAL_LAYOUT,
+    UserDataset,
+    class_names,
+    describe,
+    looks_like_path,
+    read_templates,
+)
 
 Split = Literal["train", "test", "all"]
 
 IMAGE_FOLDERS = ("eurosat", "cifar10_test", "isic2018", "plantvillage_apple")
 REAL_CLASSIFICATION = (*IMAGE_FOLDERS, "chestx14")
 WORLD_CLASSIFICATION = ("world", "world-heldout", *(f"world-{d}" for d in DOMAINS if d != "clean"))
+RETRIEVAL_SETS = ("world", "coco")
+RETRIEVAL_PROTOCOLS = ("retrieval", "finetune_retrieval")
 CLIP_PROMPT_SECTIONS = {"eurosat": "EuroSAT", "cifar10_test": "CIFAR10"}
 CLIP_CLASS_ORDER = {
     "eurosat": ("Forest", "PermanentCrop", "Residential", "River", "Pasture", "SeaLake",
@@ -88,21 +103,18 @@ class _ImagesOnly(Dataset):
 
 
 class _CaptionPairs(Dataset):
-    """Every (image, caption) of a captions dataset as ``{"image", "text", "label"}``, label = image index."""
+    """Every (image, caption) of captioned images as ``{"image", "text", "label"}``, label = image index."""
 
-    def __init__(self, dataset: CocoCaptions) -> None:
-        self.dataset = dataset
-        self.pairs = [(i, c) for i, caps in enumerate(dataset.image_captions) for c in caps]
+    def __init__(self, images: Dataset, per_image: Sequence[Sequence[str]]) -> None:
+        self.images = images  # yields image tensors, in the order of per_image
+        self.pairs = [(i, c) for i, caps in enumerate(per_image) for c in caps]
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_index, caption = self.pairs[index]
-        item = self.dataset[image_index]
-        if item is None:
-            raise RuntimeError(f"image {image_index} of {self.dataset.ann_file} could not be read")
-        return {"image": item[0], "text": caption, "label": image_index}
+        return {"image": self.images[image_index], "text": caption, "label": image_index}
 
 
 def _world(world_seed: int, image_size: int, label_by: str = "shape_colour") -> World:
@@ -111,15 +123,18 @@ def _world(world_seed: int, image_size: int, label_by: str = "shape_colour") -> 
 
 def _require(data_root: str | Path | None, name: str) -> Path:
     if data_root is None:
-        raise FileNotFoundError(f"dataset {name!r} is read from data_root, and none was given")
+        raise DataError(f"dataset {name!r} is read from data_root, and none was given (--data-root or "
+                        "$FLORENCE_DATA_ROOT)")
     path = Path(data_root)
     if not path.is_dir():
-        raise FileNotFoundError(f"data_root {path} is not a directory")
+        raise DataError(f"data_root {path} is not a directory")
     return path
 
 
 def stratified_split(targets: Sequence[int], split: Split, test_fraction: float, seed: int) -> np.ndarray:
     """Indices of ``split`` in a seeded, class-stratified train/test split of ``targets``."""
+    from sklearn.model_selection import train_test_split  # lazily: seconds to import, real sets only
+
     idx = np.arange(len(targets))
     if split == "all":
         return idx
@@ -132,6 +147,8 @@ def _cap(indices: np.ndarray, targets: np.ndarray, max_images: int | None, seed:
     """At most ``max_images`` of ``indices``, stratified by class so that a small cap keeps every class."""
     if max_images is None or len(indices) <= max_images:
         return indices
+    from sklearn.model_selection import train_test_split
+
     keep, _ = train_test_split(indices, train_size=max_images, random_state=seed, stratify=targets[indices])
     return np.sort(keep)
 
@@ -144,8 +161,8 @@ def classification_set(name: str, split: Split = "test", *, data_root: str | Pat
     if name in WORLD_CLASSIFICATION:
         return _world_classification(name, split, image_size, max_images or 1000, world_seed, transform)
     if name not in REAL_CLASSIFICATION:
-        known = ", ".join(WORLD_CLASSIFICATION + REAL_CLASSIFICATION)
-        raise ValueError(f"unknown classification set {name!r}; known: {known}")
+        user = check_dataset("zero_shot", name, data_root)
+        return _user_classification(user, split, transform, max_images, test_fraction, seed)
     root = _require(data_root, name) / name
     if name == "chestx14":
         full: Any = ChestXray14(root, transform, classes=CDFSL_CHESTX_CLASSES, single_finding=True)
@@ -157,6 +174,58 @@ def classification_set(name: str, split: Split = "test", *, data_root: str | Pat
     targets = np.asarray(full.targets)
     indices = _cap(stratified_split(targets, split, test_fraction, seed), targets, max_images, seed)
     return ClassificationSet(name, Subset(full, indices.tolist()), targets[indices], classes, templates)
+
+
+def _user_classification(user: UserDataset, split: Split, transform: Any, max_images: int | None,
+                         test_fraction: float, seed: int) -> ClassificationSet:
+    """A user's ImageFolder: its own train/ and test/ splits, or one folder split stratified by ``seed``."""
+    root = user.path
+    if user.layout == "splits":
+        train = ImageFolderDataset(root / "train", transform)
+        test = ImageFolderDataset(root / "test", transform)
+        test.samples = [(path, train.class_to_idx[test.classes[t]]) for path, t in test.samples]
+        test.targets = [t for _, t in test.samples]  # in train's class order: test may lack a class
+        parts = {"train": [train], "test": [test], "all": [train, test]}[split]
+        full: Dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        targets = np.concatenate([np.asarray(d.targets) for d in parts])
+        indices = _cap(np.arange(len(targets)), targets, max_images, seed)
+        reference = train
+    else:
+        full = reference = ImageFolderDataset(root, transform)
+        targets = np.asarray(reference.targets)
+        counts = np.bincount(targets, minlength=len(reference.classes))
+        if split != "all" and counts.min() < 2:
+            raise DataError(f"{root}: class folder {reference.classes[int(counts.argmin())]!r} has "
+                            f"{int(counts.min())} image(s); a train/test split needs 2 per class (or use "
+                            "train/ and test/ subfolders)")
+        indices = _cap(stratified_split(targets, split, test_fraction, seed), targets, max_images, seed)
+    classes = class_names(root, reference.classes, reference.class_names)
+    return ClassificationSet(user.label, Subset(full, indices.tolist()), targets[indices], classes,
+                             read_templates(root))
+
+
+def dataset_label(name: str) -> str:
+    """What records call a set: its name, or the folder name / file stem of a user's path."""
+    return Path(name).name if Path(name).is_dir() else Path(name).stem if looks_like_path(name) else name
+
+
+def check_dataset(protocol: str, name: str, data_root: str | Path | None = None,
+                  images: str | Path | None = None) -> UserDataset | None:
+    """None for a known set (whose data_root folder exists), the :class:`UserDataset` for a usable path;
+    DataError (one line: what was found, what was expected) for anything else. Reads no image."""
+    retrieval = protocol in RETRIEVAL_PROTOCOLS
+    known = RETRIEVAL_SETS if retrieval else WORLD_CLASSIFICATION + REAL_CLASSIFICATION
+    if name in known:
+        if not name.startswith("world"):
+            folder = _require(data_root, name) / name
+            if not folder.is_dir():
+                raise DataError(f"dataset {name!r}: {folder} does not exist")
+        return None
+    if not looks_like_path(name):
+        layout = RETRIEVAL_LAYOUT if retrieval else CLASSIFICATION_LAYOUT
+        raise DataError(f"unknown {'retrieval' if retrieval else 'classification'} set {name!r}; expected one "
+                        f"of {', '.join(known)}, or a path to {layout}")
+    return describe(name, "retrieval" if retrieval else "classification", images)
 
 
 def _names_and_templates(name: str, folders: list[str], humanised: list[str],
@@ -184,9 +253,11 @@ def _world_classification(name: str, split: Split, image_size: int, size: int, w
 
 
 def retrieval_set(name: str, *, data_root: str | Path | None = None, image_size: int = 64,
-                  max_images: int | None = None, captions_per_image: int = 5,
-                  world_seed: int = 0) -> RetrievalSet:
-    """``world`` (test split, ``captions_per_image`` captions each) or ``coco`` (val2017 captions)."""
+                  max_images: int | None = None, captions_per_image: int = 5, world_seed: int = 0,
+                  images: str | Path | None = None, split: Split = "all", test_fraction: float = 0.5,
+                  seed: int = 0) -> RetrievalSet:
+    """``world`` (test split, ``captions_per_image`` captions each), ``coco`` (val2017 captions), or a user's
+    COCO-captions JSON / image-caption table (``split``: all its images, or a seeded train/test share)."""
     transform = eval_transform(image_size)
     if name == "world":
         data = WorldRetrieval(_world(world_seed, image_size), "test", max_images or 500, captions_per_image,
@@ -198,17 +269,53 @@ def retrieval_set(name: str, *, data_root: str | Path | None = None, image_size:
         per_image = coco.image_captions[:max_images]
         data = _ImagesOnly(Subset(coco, range(len(per_image))))
     else:
-        raise ValueError(f"unknown retrieval set {name!r}; known: world, coco")
+        user = check_dataset("retrieval", name, data_root, images)
+        source, all_captions = _user_captions(user, transform)
+        keep = _image_split(len(all_captions), split, test_fraction, seed)[:max_images]
+        data, per_image = Subset(source, keep.tolist()), [all_captions[i] for i in keep]
     captions = [c for caps in per_image for c in caps]
     offsets = np.cumsum([0] + [len(c) for c in per_image])
     image_to_captions = [list(range(offsets[i], offsets[i + 1])) for i in range(len(per_image))]
-    return RetrievalSet(name, data, captions, image_to_captions)
+    return RetrievalSet(dataset_label(name), data, captions, image_to_captions)
+
+
+def _image_split(n: int, split: Split, test_fraction: float, seed: int) -> np.ndarray:
+    """A seeded train/test split of ``n`` captioned images (both non-empty), or all of them."""
+    if split == "all":
+        return np.arange(n)
+    if n < 2:
+        raise DataError(f"a train/test split needs at least 2 images; found {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = min(max(1, round(test_fraction * n)), n - 1)
+    return np.sort(order[:n_test] if split == "test" else order[n_test:])
+
+
+def _user_captions(user: UserDataset, transform: Any) -> tuple[Dataset, list[list[str]]]:
+    """A user's captioned images: a dataset of image tensors and the captions of each, in one order."""
+    if user.layout == "coco":
+        coco = CocoCaptions(user.images, user.path, transform)
+        return _ImagesOnly(coco), coco.image_captions
+    pairs = ImageTextPairs(user.path, transform)
+    position: dict[Path, int] = {}  # image -> its index; an image on several rows has several captions
+    first_rows: list[int] = []
+    per_image: list[list[str]] = []
+    for row, (path, caption, _) in enumerate(pairs.samples):
+        if path not in position:
+            position[path] = len(per_image)
+            first_rows.append(row)
+            per_image.append([])
+        per_image[position[path]].append(caption)
+    if not per_image:
+        raise DataError(f"{user.path}: no usable image-caption rows")
+    return _ImagesOnly(Subset(pairs, first_rows)), per_image
 
 
 def retrieval_train_pairs(name: str, *, data_root: str | Path | None = None, image_size: int = 64,
-                          max_images: int | None = None, world_seed: int = 0) -> Dataset:
+                          max_images: int | None = None, world_seed: int = 0, images: str | Path | None = None,
+                          test_fraction: float = 0.5, seed: int = 0) -> Dataset:
     """Image-text pairs to fine-tune retrieval on (``{"image", "text", "label"}``, light random crops): the
-    world's train split with its long captions, or COCO train2017 with all five captions per image."""
+    world's train split with its long captions, COCO train2017 with all five captions per image, or the train
+    share of a user's set (the images :func:`retrieval_set` with ``split="test"`` leaves out)."""
     transform = train_transform(image_size)
     if name == "world":
         world = _world(world_seed, image_size)
@@ -216,5 +323,8 @@ def retrieval_train_pairs(name: str, *, data_root: str | Path | None = None, ima
     if name == "coco":
         root = _require(data_root, name) / "coco"
         coco = CocoCaptions(root / "train2017", root / "annotations" / "captions_train2017.json", transform)
-        return _CaptionPairs(coco)
-    raise ValueError(f"unknown retrieval set {name!r}; known: world, coco")
+        return _CaptionPairs(_ImagesOnly(coco), coco.image_captions)
+    user = check_dataset("retrieval", name, data_root, images)
+    source, per_image = _user_captions(user, transform)
+    keep = _image_split(len(per_image), "train", test_fraction, seed)[:max_images]
+    return _CaptionPairs(Subset(source, keep.tolist()), [per_image[i] for i in keep])

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..config import load_config
 from ..data.tokenizer import Tokenizer
@@ -31,9 +32,24 @@ from ..training.checkpoint import (
 )
 from ..training.engine import resolve_device
 from .config import EvalConfig
-from .datasets import ClassificationSet, Split, classification_set, retrieval_set, retrieval_train_pairs
-from .features import ImageFeatures, image_encoder, image_features, text_encoder, text_features
-from .few_shot import few_shot_eval
+from .datasets import (
+    ClassificationSet,
+    Split,
+    classification_set,
+    dataset_label,
+    retrieval_set,
+    retrieval_train_pairs,
+)
+from .features import (
+    FeatureKind,
+    ImageFeatures,
+    ImageTower,
+    image_encoder,
+    image_features,
+    text_encoder,
+    text_features,
+)
+from .few_shot import FewShotResult, few_shot_episodes, few_shot_eval, finetune_episode
 from .finetune import finetune, finetune_eval, finetune_pairs
 from .linear_probe import linear_probe
 from .metrics import classification_metrics, confusion_matrix
@@ -67,7 +83,7 @@ class Evaluator:
         self.model.to(self.device).eval()
         self.tokenizer = Tokenizer()
         self.cache_dir = Path(cache_dir) if cache_dir is not None and cfg.cache_classifiers else None
-        self._features: dict[tuple[str, str, bool], tuple[ClassificationSet, ImageFeatures]] = {}
+        self._features: dict[tuple[str, str, bool, str], tuple[ClassificationSet, ImageFeatures]] = {}
 
     @classmethod
     def from_config(cls, cfg: EvalConfig, run_dir: RunDir | None = None) -> Evaluator:
@@ -80,7 +96,9 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------- helpers
     def _record(self, task: str, dataset: str, **metrics: Any) -> dict[str, Any]:
-        return {"task": task, "dataset": dataset, "model": self.label, "checkpoint": self.cfg.checkpoint,
+        label = dataset_label(dataset)
+        where = {"dataset_path": str(Path(dataset).resolve())} if label != dataset else {}
+        return {"task": task, "dataset": label, **where, "model": self.label, "checkpoint": self.cfg.checkpoint,
                 "image_size": self.cfg.image_size, **metrics}
 
     def classification_set(self, name: str, split: Split) -> ClassificationSet:
@@ -89,14 +107,16 @@ class Evaluator:
                                   max_images=c.max_images, test_fraction=c.test_fraction,
                                   world_seed=self.world_seed, seed=c.seed)
 
-    def features(self, name: str, split: Split, flip: bool = False
+    def features(self, name: str, split: Split, flip: bool = False, kind: FeatureKind = "embedding"
                  ) -> tuple[ClassificationSet, ImageFeatures]:
-        """The set and its frozen image features (and their mirrored twins with ``flip``), computed once."""
-        key = (name, split, flip)
+        """The set and its frozen image features of ``kind`` (and their mirrored twins with ``flip``),
+        computed once."""
+        key = (name, split, flip, kind)
         if key not in self._features:
             data = self.classification_set(name, split)
-            feats = image_features(image_encoder(self.model, self.device), data.dataset, self.cfg.batch_size,
-                                   self.device, flip=flip, desc=f"{name} {split} features")
+            feats = image_features(image_encoder(self.model, self.device, kind), data.dataset,
+                                   self.cfg.batch_size, self.device, flip=flip,
+                                   desc=f"{name} {split} features")
             if feats.labels is None or not np.array_equal(feats.labels.numpy(), data.targets):
                 raise RuntimeError(f"{name} {split}: images failed to load; features and labels disagree")
             self._features[key] = (data, feats)
@@ -129,45 +149,71 @@ class Evaluator:
     def linear_probe(self, name: str) -> Evaluation:
         """Table 2: CLIP's logistic-regression probe on frozen features, C swept on a split of train."""
         lp = self.cfg.linear_probe
-        _, train = self.features(name, "train")
-        data, test = self.features(name, "test")
+        _, train = self.features(name, "train", kind=lp.features)
+        data, test = self.features(name, "test", kind=lp.features)
         res = linear_probe(train.features, train.labels, test.features, test.labels,
                            val_fraction=lp.val_fraction, selection=lp.selection,
                            steps_per_decade=lp.steps_per_decade, max_iter=lp.max_iter, seed=self.cfg.seed)
         record = self._record("linear_probe", name, **res.metrics, num_train=len(train.labels),
                               num_test=len(test.labels), num_classes=len(data.classes),
-                              not_converged=res.not_converged)
+                              not_converged=res.not_converged, features=lp.features)
         return Evaluation([record], {"sweep": res.sweep, "logits": res.test_logits, "labels": test.labels,
                                      "classes": data.classes})
 
     def few_shot(self, name: str) -> Evaluation:
-        """Table 4: CD-FSL episodes per shot count; ways shrink (recorded) where a set is too small."""
+        """Table 4: CD-FSL episodes per shot count; ways shrink (recorded) where a set is too small. With
+        ``few_shot.finetune_backbone`` the image tower is fine-tuned per episode (Florence's variant)."""
         fs = self.cfg.few_shot
-        _, feats = self.features(name, "all", flip=fs.flip)
+        data, feats = self.features(name, "all", flip=fs.flip, kind=fs.features)
         labels = feats.labels.numpy()
         records, accuracies = [], {}
+        head = {"epochs": fs.epochs, "batch_size": fs.batch_size, "lr": fs.lr, "momentum": fs.momentum,
+                "dampening": fs.dampening, "weight_decay": fs.weight_decay}
+        protocol = {**head, "features": fs.features, "finetune_backbone": fs.finetune_backbone}
         for k in fs.shots:
             counts = np.bincount(labels)
             n_way = min(fs.n_way, int((counts >= k + fs.n_query).sum()))
             if n_way < 2:
                 records.append(self._record("few_shot", name, k_shot=k, n_way=n_way, n_query=fs.n_query,
-                                            accuracy=None, ci95=None, episodes=0,
+                                            accuracy=None, ci95=None, episodes=0, **protocol,
                                             skipped=f"fewer than 2 classes have {k + fs.n_query} images"))
                 continue
-            res = few_shot_eval(feats.features, labels, flipped=feats.flipped, n_way=n_way, k_shot=k,
-                                n_query=fs.n_query, episodes=fs.episodes, seed=self.cfg.seed,
-                                epochs=fs.epochs, batch_size=fs.batch_size, lr=fs.lr, momentum=fs.momentum,
-                                dropout=fs.dropout)
-            records.append(self._record("few_shot", name, **res.metrics()))
+            if fs.finetune_backbone:
+                res = self._few_shot_finetuned(data, labels, n_way, k, head)
+            else:
+                res = few_shot_eval(feats.features, labels, flipped=feats.flipped, n_way=n_way, k_shot=k,
+                                    n_query=fs.n_query, episodes=fs.episodes, seed=self.cfg.seed,
+                                    dropout=fs.dropout, **head)
+            records.append(self._record("few_shot", name, **res.metrics(), **protocol))
             accuracies[k] = res.episode_accuracies
         return Evaluation(records, {"episode_accuracies": accuracies})
 
-    def retrieval(self, name: str, model: nn.Module | None = None, task: str = "retrieval") -> Evaluation:
-        """Table 5 (zero-shot): image->text and text->image recall@K with every caption of every image."""
+    def _few_shot_finetuned(self, data: ClassificationSet, labels: np.ndarray, n_way: int, k_shot: int,
+                            head: dict[str, Any]) -> FewShotResult:
+        fs = self.cfg.few_shot
+        episodes = min(fs.episodes, fs.max_finetune_episodes or fs.episodes)
+        eps = few_shot_episodes(labels, n_way, k_shot, fs.n_query, episodes, self.cfg.seed)
+        tower = ImageTower(self.model, fs.features)
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+
+        def images(indices: np.ndarray) -> torch.Tensor:
+            return torch.stack([data.dataset[int(i)][0] for i in indices]).to(self.device)
+
+        accs = [finetune_episode(tower, images(ep.support), torch.from_numpy(ep.support_labels).to(self.device),
+                                 images(ep.query), torch.from_numpy(ep.query_labels).to(self.device), n_way,
+                                 backbone_lr=fs.backbone_lr, generator=gen, **head)
+                for ep in tqdm(eps, desc=f"{data.name} fine-tuned episodes", leave=False)]
+        return FewShotResult.from_accuracies(np.asarray(accs), n_way, k_shot, fs.n_query)
+
+    def retrieval(self, name: str, model: nn.Module | None = None, task: str = "retrieval",
+                  split: Split = "all") -> Evaluation:
+        """Table 5 (zero-shot): image->text and text->image recall@K with every caption of every image.
+        ``split`` matters for a user's set only (all its images, or the held-out share)."""
         c, rc = self.cfg, self.cfg.retrieval
         model = model if model is not None else self.model
         data = retrieval_set(name, data_root=c.data_root, image_size=c.image_size, max_images=c.max_images,
-                             captions_per_image=rc.captions_per_image, world_seed=self.world_seed)
+                             captions_per_image=rc.captions_per_image, world_seed=self.world_seed,
+                             images=c.images, split=split, test_fraction=c.test_fraction, seed=c.seed)
         img = image_features(image_encoder(model, self.device), data.dataset, c.batch_size, self.device,
                              desc=f"{name} images").features
         if len(img) != len(data.image_to_captions):
@@ -176,7 +222,7 @@ class Evaluator:
                             desc=f"{name} captions")
         metrics = retrieval_eval(img, txt, data.image_to_captions, rc.ks, rc.max_exact)
         record = self._record(task, name, **metrics, num_images=len(img), num_captions=len(txt))
-        return Evaluation([record], {"similarity": img @ txt.T, "captions": data.captions,
+        return Evaluation([record], {"similarity": img @ txt.T, "captions": data.captions, "image_features": img,
                                      "image_to_captions": data.image_to_captions, "dataset": data.dataset})
 
     def finetune_retrieval(self, name: str) -> Evaluation:
@@ -184,10 +230,11 @@ class Evaluator:
         image-text pairs (a copy of the model), then the same recall@K on its test images."""
         c = self.cfg
         pairs = retrieval_train_pairs(name, data_root=c.data_root, image_size=c.image_size,
-                                      max_images=c.max_images, world_seed=self.world_seed)
+                                      max_images=c.max_images, world_seed=self.world_seed, images=c.images,
+                                      test_fraction=c.test_fraction, seed=c.seed)
         net = finetune_pairs(copy.deepcopy(self.model), pairs, self.tokenizer,
-                             **self._train_options(f"finetune_retrieval_{name}"))
-        result = self.retrieval(name, net, task="retrieval_finetuned")
+                             **self._train_options(f"finetune_retrieval_{dataset_label(name)}"))
+        result = self.retrieval(name, net, task="retrieval_finetuned", split="test")
         result.records[0].update(steps=c.finetune.steps, num_train_pairs=len(pairs))
         return result
 
@@ -198,7 +245,7 @@ class Evaluator:
         train = self.classification_set(name, "train")
         test = self.classification_set(name, "test")
         net = finetune(copy.deepcopy(self.model), train.dataset, train.classes, train.templates,
-                       self.tokenizer, mode=ft.mode, **self._train_options(f"finetune_{ft.mode}_{name}"))
+                       self.tokenizer, mode=ft.mode, **self._train_options(f"finetune_{ft.mode}_{dataset_label(name)}"))
         metrics = finetune_eval(net, test.dataset, test.classes, test.templates, self.tokenizer,
                                 batch_size=self.cfg.batch_size, device=self.device)
         before = self.zero_shot(name).records[0]

@@ -8,7 +8,7 @@ turn a UniCL model (and tokenizer) into such callables.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -87,10 +87,33 @@ def text_features(encode_text: TextEncoder, texts: Sequence[str], batch_size: in
     return torch.cat(out)
 
 
-def image_encoder(model: torch.nn.Module, device: str | torch.device = "cpu") -> ImageEncoder:
-    """A UniCL model's image tower as an :data:`ImageEncoder` (eval mode, L2-normalised features)."""
+FeatureKind = Literal["backbone", "embedding"]
+"""``backbone``: the image tower's pooled output before the projection, un-normalised (what CLIP's linear probe
+fits, its paper's appendix A.3); ``embedding``: the projected, L2-normalised joint-space embedding."""
+
+
+class ImageTower(torch.nn.Module):
+    """A UniCL model's image side as a module images -> features of one :data:`FeatureKind` (trainable, for
+    fine-tuning it per few-shot episode; shares the model's parameters)."""
+
+    def __init__(self, model: torch.nn.Module, features: FeatureKind = "embedding") -> None:
+        super().__init__()
+        if features not in ("backbone", "embedding"):
+            raise ValueError(f"image features {features!r}: expected 'backbone' or 'embedding'")
+        self.encoder = model.image_encoder
+        self.projection = model.image_projection if features == "embedding" else None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.encoder(images)
+        return x if self.projection is None else torch.nn.functional.normalize(self.projection(x), dim=-1)
+
+
+def image_encoder(model: torch.nn.Module, device: str | torch.device = "cpu",
+                  features: FeatureKind = "embedding") -> ImageEncoder:
+    """A UniCL model's image tower as an :data:`ImageEncoder` (eval mode); ``features`` picks which."""
     model.eval().to(device)
-    return lambda images: model.encode_image(images.to(device), normalize=True)
+    tower = ImageTower(model, features)
+    return lambda images: tower(images.to(device))
 
 
 def text_encoder(model: torch.nn.Module, tokenizer: Callable[..., Any],

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .metrics import classification_metrics
+
+if TYPE_CHECKING:  # scikit-learn takes seconds to import: only when a probe runs (zero-shot notebooks skip it)
+    from sklearn.linear_model import LogisticRegression
 
 Selection = Literal["top1", "mean_per_class"]
 
@@ -42,6 +42,8 @@ def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 def split_validation(features: np.ndarray, labels: np.ndarray, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A stratified hold-out of the training set, for sets that ship no validation split."""
+    from sklearn.model_selection import train_test_split
+
     counts = np.bincount(labels)
     stratify = labels if counts[counts > 0].min() >= 2 else None
     xt, xv, yt, yv = train_test_split(features, labels, test_size=fraction, random_state=seed,
@@ -54,6 +56,9 @@ class _Fitter:
         self.max_iter, self.seed, self.not_converged = max_iter, seed, 0
 
     def __call__(self, c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
         clf = LogisticRegression(C=c, max_iter=self.max_iter, solver="lbfgs", random_state=self.seed)
         # One BLAS thread: these fits are small, and spinning BLAS threads on a busy machine made them 12-20x
         # slower (measured: 14 s vs 1.2 s for one fit at C=1e-6 on 480 x 256 features, 64 classes).
@@ -64,8 +69,9 @@ class _Fitter:
         return clf
 
 
-def _score(clf: LogisticRegression, x: np.ndarray, y: np.ndarray, selection: Selection) -> float:
-    logits = torch.from_numpy(_class_logits(clf, x, int(y.max()) + 1))
+def _score(clf: LogisticRegression, x: np.ndarray, y: np.ndarray, selection: Selection,
+           num_classes: int) -> float:
+    logits = torch.from_numpy(_class_logits(clf, x, num_classes))
     return classification_metrics(logits, torch.from_numpy(y), ks=(1,))[selection]
 
 
@@ -78,16 +84,19 @@ def _class_logits(clf: LogisticRegression, x: np.ndarray, num_classes: int) -> n
 
 def sweep_c(fit: _Fitter, xt: np.ndarray, yt: np.ndarray, xv: np.ndarray, yv: np.ndarray,
             selection: Selection = "top1", log10_range: tuple[float, float] = (-6.0, 6.0),
-            coarse_step: float = 2.0, steps_per_decade: int = 8) -> dict[float, float]:
-    """CLIP's parametric binary search over log10(C); returns every C tried with its validation score."""
+            coarse_step: float = 2.0, steps_per_decade: int = 8,
+            num_classes: int | None = None) -> dict[float, float]:
+    """CLIP's parametric binary search over log10(C); returns every C tried with its validation score.
+    ``num_classes`` sizes the score matrix (default: from both splits, so a class missing from either fits)."""
     lo, hi = log10_range
+    num_classes = num_classes if num_classes is not None else int(max(yt.max(), yv.max())) + 1
     scores: dict[float, float] = {}
     bar = tqdm(desc="linear probe C sweep", leave=False)
 
     def run(log_c: float) -> None:
         log_c = round(log_c, 6)
         if lo - 1e-9 <= log_c <= hi + 1e-9 and log_c not in scores:
-            scores[log_c] = _score(fit(10.0**log_c, xt, yt), xv, yv, selection)
+            scores[log_c] = _score(fit(10.0**log_c, xt, yt), xv, yv, selection, num_classes)
             bar.update()
 
     for log_c in np.arange(lo, hi + 1e-9, coarse_step):
@@ -130,11 +139,11 @@ def linear_probe(
     if not (xt.shape[1] == xv.shape[1] == xs.shape[1]):
         raise ValueError(f"feature dimensions differ: train {xt.shape[1]}, val {xv.shape[1]}, "
                          f"test {xs.shape[1]}")
+    num_classes = int(max(yt.max(), yv.max(), ys.max())) + 1  # from every split: any may miss a class
     fit = _Fitter(max_iter, seed)
-    sweep = sweep_c(fit, xt, yt, xv, yv, selection, log10_range, coarse_step, steps_per_decade)
+    sweep = sweep_c(fit, xt, yt, xv, yv, selection, log10_range, coarse_step, steps_per_decade, num_classes)
     best_c = max(sorted(sweep), key=lambda c: sweep[c])
     clf = fit(best_c, np.concatenate([xt, xv]), np.concatenate([yt, yv]))
-    num_classes = int(max(yt.max(), yv.max(), ys.max())) + 1
     logits = torch.from_numpy(_class_logits(clf, xs, num_classes)).float()
     metrics = classification_metrics(logits, torch.from_numpy(ys))
     metrics["C"] = best_c

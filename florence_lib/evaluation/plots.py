@@ -63,7 +63,7 @@ def shots_plot(records: Sequence[Mapping[str, Any]]) -> Figure:
     return fig
 
 
-def _image(t: torch.Tensor) -> np.ndarray:
+def display_image(t: torch.Tensor) -> np.ndarray:
     mean, std = torch.tensor(CLIP_MEAN)[:, None, None], torch.tensor(CLIP_STD)[:, None, None]
     return (t * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
@@ -74,7 +74,7 @@ def retrieval_examples(dataset: Any, similarity: torch.Tensor, captions: Sequenc
     n = min(n, similarity.shape[0])
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 4.6), squeeze=False)
     for i, ax in enumerate(axes[0]):
-        ax.imshow(_image(dataset[i]))
+        ax.imshow(display_image(dataset[i]))
         ax.axis("off")
         top = similarity[i].topk(min(k, similarity.shape[1])).indices.tolist()
         lines = [f"{'✓' if j in image_to_captions[i] else '✗'} {captions[j][:48]}" for j in top]

@@ -37,7 +37,8 @@ from .optim import build_optimizer
 from .schedules import build_scheduler
 from .validation import PretrainValidator
 
-RESUME_IGNORES = ("resume", "device", "threads", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep")
+RESUME_IGNORES = ("resume", "device", "threads", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep",
+                  "tensorboard")
 """Config keys a resumed run may change: they do not alter the training trajectory."""
 
 

@@ -65,6 +65,8 @@ def submit(plan: LaunchPlan, folder: str | Path, cluster: str | None = None) -> 
     local = executor.cluster in ("local", "debug")
     params: dict[str, Any] = {"name": c.name, "timeout_min": time_minutes(c.time), "nodes": c.num_nodes,
                               "tasks_per_node": c.tasks_per_node, "cpus_per_task": c.cpus_per_task}
+    if local:  # this machine: one node, the plan's ranks (plan_launch(..., local_ranks=N))
+        params |= {"nodes": 1, "tasks_per_node": plan.world_size}
     if not local:
         params |= {"gpus_per_node": c.tasks_per_node, "slurm_partition": c.partition, "slurm_signal_delay_s": 120,
                    **({"slurm_account": c.account} if c.account else {})}

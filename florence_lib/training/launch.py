@@ -132,8 +132,8 @@ class LaunchPlan:
         """What every rank passes to ``python -m florence_lib``: the command, its arguments, profile, run dir."""
         c = self.cluster
         args = [c.command, *c.command_args, "--profile", c.profile, "--run-dir", c.run_path]
-        if c.config_path:
-            args += ["--config", c.config_path]
+        if c.config_path:  # as written where the workdir has it (a checkout), else the installed copy's path
+            args += ["--config", c.config_path if (c.directory / c.config_path).is_file() else str(config_here(c))]
         if c.overrides:
             args += ["--set", *c.overrides]
         return args

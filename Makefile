@@ -9,7 +9,7 @@ STAMP := $(VENV)/.florence-installed
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
 export PYTHONUNBUFFERED := 1
 
-.PHONY: reproduce test lint venv clean-venv
+.PHONY: reproduce test lint lab venv clean-venv
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ reproduce: $(STAMP)
 # The tests: unit/integration tests, then every notebook executed by nbval.
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider --nbval-lax --durations=15 tests notebooks $(ARGS)
+
+# JupyterLab on this environment: registers the kernel "florence_lib" in $(VENV), opens notebooks/ on
+# 127.0.0.1 with a token (see README, "Interactive use"). E.g. make lab ARGS="--port 8890 --no-browser"
+lab: $(STAMP)
+	$(PY) -m florence_lib lab $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check florence_lib tests benchmarks cluster

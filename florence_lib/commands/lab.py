@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (default 8888)")
     parser.add_argument("--notebook-dir", default=None, help="default: the project's notebooks/")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser (remote machines)")
+    parser.add_argument("--allow-root", action="store_true", help="JupyterLab refuses to run as root without it")
     parser.add_argument("--no-kernel", action="store_true", help="do not (re)register the florence_lib kernel")
     parser.add_argument("--kernel-prefix", default=sys.prefix,
                         help="where the kernel spec goes (default: this environment, %(default)s)")
@@ -41,7 +42,7 @@ def lab_command(args: argparse.Namespace) -> list[str]:
 
     root = Path(args.notebook_dir) if args.notebook_dir else resource_dir("notebooks")
     cmd = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}", f"--ServerApp.port={args.port}"]
-    return cmd + (["--no-browser"] if args.no_browser else [])
+    return cmd + (["--no-browser"] if args.no_browser else []) + (["--allow-root"] if args.allow_root else [])
 
 
 def main(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ Commands are looked up lazily in :data:`COMMANDS` (``name -> "module"``). A comm
 
     HELP: str                                            one line for ``--help``
     RUN_DIR_HELP: str                                    optional: what the command does with ``--run-dir``
+    CONFIG = None                                        optional: the command has no config (``--help-config``)
     def add_arguments(parser: argparse.ArgumentParser)   optional: extra arguments of its own
     def main(args: argparse.Namespace) -> int            resolve the config with resolve_config(), then work
 
@@ -177,7 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         local_rank = args.local_rank if args.local_rank is not None else args.local_rank_before_command
         if local_rank is not None:  # the DeepSpeed launcher's flag; torch.distributed reads the variable
             os.environ.setdefault("LOCAL_RANK", str(local_rank))
-        return int(importlib.import_module(COMMANDS[args.command]).main(args) or 0)
+        module = importlib.import_module(COMMANDS[args.command])
+        if args.help_config and getattr(module, "CONFIG", True) is None:
+            print(f"{args.command} has no config keys; see {prog_name()} {args.command} --help")
+            return 0
+        return int(module.main(args) or 0)
     except ConfigHelpShown:
         return 0
     except (UsageError, ConfigError) as e:

@@ -100,7 +100,7 @@ def test_run_dir_help_says_what_pretrain_uses(capsys: pytest.CaptureFixture) -> 
 def test_deepspeed_launchers_local_rank_flag_is_accepted(monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture) -> None:
     """DeepSpeed's launcher runs ``python -u -m florence_lib --local_rank=N <user args>`` on every node."""
-    from florence_lib.training.launch import ClusterConfig, plan_launch
+    from florence_lib.launch import ClusterConfig, plan_launch
 
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv("LOCAL_RANK", raising=False)

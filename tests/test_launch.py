@@ -9,7 +9,7 @@ import pytest
 
 from florence_lib.cli import COMMANDS, main
 from florence_lib.config import ConfigError, from_dict
-from florence_lib.training.launch import NOT_LAUNCHABLE, ClusterConfig, plan_launch, time_minutes
+from florence_lib.launch import NOT_LAUNCHABLE, ClusterConfig, plan_launch, time_minutes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,8 +74,8 @@ def test_any_command_launches_with_a_dry_run(capsys: pytest.CaptureFixture) -> N
 
 
 def test_submitit_local_executor_runs_the_job_and_leaves_a_checkpoint(tmp_path: Path) -> None:
+    from florence_lib.launch.submit import progress, submit
     from florence_lib.training.checkpoint import latest_checkpoint, load_checkpoint
-    from florence_lib.training.submit import progress, submit
 
     tiny = ["phases=[{name: s1, steps: 2}]", "optim.warmup_steps=0", "data.val_size=8", "data.image_size=32",
             "eval_every=0", "checkpoint_every=0"]

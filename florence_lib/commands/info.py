@@ -13,6 +13,7 @@ from ..runs import environment_report
 
 HELP = "print versions, threads and devices as JSON"
 RUN_DIR_HELP = "not used: info only prints"
+CONFIG = None  # no config keys: its options are its flags
 
 
 def main(args: argparse.Namespace) -> int:

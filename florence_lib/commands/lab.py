@@ -19,6 +19,7 @@ from pathlib import Path
 
 HELP = "JupyterLab on this environment with the notebooks and the florence_lib kernel (127.0.0.1, token)"
 RUN_DIR_HELP = "not used (notebooks write to runs/interactive/<notebook>)"
+CONFIG = None  # no config keys: its options are its flags
 KERNEL_NAME = "florence_lib"
 
 

@@ -32,7 +32,7 @@ OWN_FLAGS = ("nodes", "gpus_per_node", "launcher", "partition", "account", "time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..training.launch import ClusterConfig
+    from ..launch import ClusterConfig
 
     parser.add_argument("target", nargs="?", default="pretrain", metavar="COMMAND",
                         help="the command every rank runs (default: pretrain)")
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cluster_config(args: argparse.Namespace):  # -> ClusterConfig (lazy import keeps --help light)
-    from ..training.launch import ClusterConfig
+    from ..launch import ClusterConfig
 
     given = {name: parse_override(f"x={getattr(args, 'cluster_' + name)}")[1] for name in OWN_FLAGS
              if getattr(args, "cluster_" + name) is not None}
@@ -78,7 +78,7 @@ def cluster_config(args: argparse.Namespace):  # -> ClusterConfig (lazy import k
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..training.launch import ClusterConfig, plan_launch
+    from ..launch import ClusterConfig, plan_launch
 
     if args.help_config:
         from ..config_doc import describe_config
@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {path} (log folder {plan.log_dir()}); submit with: sbatch {path}")
         return 0
     if args.submit:
-        from ..training.submit import submit
+        from ..launch.submit import submit
 
         job = submit(plan, plan.log_dir() / "submitit", cluster=args.executor)
         print(f"submitted job {job.job_id} ({' '.join(plan.command_args())}); logs in {plan.log_dir() / 'submitit'}",

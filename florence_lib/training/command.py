@@ -45,8 +45,11 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         return print_dry_run(cfg)
     check_world(cfg, launched_world_size())
+    from ..distributed import is_main_process
     from .pretrain import pretrain  # imports torch and the model zoo: only when there is work to do
 
     run_dir = RunDir(args.run_dir) if args.run_dir else RunDir.create(name=f"pretrain-{args.profile or 'default'}")
-    print(json.dumps(pretrain(cfg, run_dir), indent=2))
+    results = pretrain(cfg, run_dir)
+    if is_main_process():  # one copy in a Slurm log, not one per rank
+        print(json.dumps(results, indent=2))
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import read_metrics
-from .launch import LaunchPlan, time_minutes
+from .plan import LaunchPlan, time_minutes
 
 
 def job_port(job_id: str, base: int = 20000) -> int:

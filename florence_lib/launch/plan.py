@@ -5,7 +5,7 @@ command's own ``--dry-run``), checks it against the launch before anything is su
 the batch arithmetic, precision and ZeRO settings of ``ds_config.check_launch``), and renders the commands: the
 sbatch script from ``cluster/job.sbatch``, the per-node ``srun`` or ``deepspeed --hostfile`` line, and for local
 runs a ``torchrun`` line with gloo ranks. ``python -m florence_lib launch`` (and ``cluster/launch.py``) prints,
-writes, runs or submits a plan; ``training/submit.py`` sends it through submitit.
+writes, runs or submits a plan; ``launch/submit.py`` sends it through submitit.
 
 Every rank runs the same entry point; ``florence_lib.distributed.init_distributed`` reads its place from the
 environment torchrun, the DeepSpeed launcher or srun gives it. A requeued job reruns the same command into the same
@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from ..config import ConfigError, dump_yaml, field, load_config
 from ..resources import resolve_project_path, resource_dir, source_root
-from .config import PretrainConfig
-from .ds_config import BatchPlan, pretrain_ds_config
+from ..training.config import PretrainConfig
+from ..training.ds_config import BatchPlan, pretrain_ds_config
 
 TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2}):(\d{2})$")
 PAPER_CONFIG = "cluster/paper.yaml"

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.florence-installed
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.torch_extensions
 export PYTHONUNBUFFERED := 1
 
-.PHONY: reproduce test lint venv clean-venv bench
+.PHONY: reproduce test lint lab venv clean-venv bench
 
 venv: $(STAMP)
 
@@ -37,6 +37,11 @@ bench: $(STAMP)
 	$(BENCH) benchmarks/bench_scaling.py
 	$(BENCH) benchmarks/bench_curation.py
 	$(BENCH) benchmarks/collect_results.py
+
+# JupyterLab on this environment: registers the kernel "florence_lib" in $(VENV), opens notebooks/ on
+# 127.0.0.1 with a token (see README, "Interactive use"). E.g. make lab ARGS="--port 8890 --no-browser"
+lab: $(STAMP)
+	$(PY) -m florence_lib lab $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check florence_lib tests benchmarks cluster

@@ -5,6 +5,7 @@ A run directory holds::
     config.yaml      the resolved configuration
     meta.json        git commit, package versions, seed, host, command
     metrics.jsonl    one flat JSON object per logged step or evaluation
+    tensorboard/     the same records as TensorBoard scalars, when the config says ``tensorboard: true``
     checkpoints/     safetensors weights + training state (see training/checkpoint.py)
     figures/         plots
 """
@@ -101,6 +102,7 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._tensorboard: Any = None
 
     @classmethod
     def create(cls, root: str | Path = "runs", name: str | None = None) -> RunDir:
@@ -142,15 +144,40 @@ class RunDir:
         return p
 
     def start(self, cfg: Any, seed: int | None = None, **extra: Any) -> RunDir:
-        """Record config and metadata; call once at the start of a command."""
+        """Record config and metadata; call once at the start of a command (on rank 0).
+
+        A config with ``tensorboard: true`` also switches on TensorBoard events (:meth:`enable_tensorboard`).
+        """
         self.write_config(cfg)
         self.write_meta(seed=seed, **extra)
+        if getattr(cfg, "tensorboard", False):
+            self.enable_tensorboard()
         return self
 
+    def enable_tensorboard(self) -> Path:
+        """Mirror every record :meth:`log` writes as TensorBoard scalars in ``tensorboard/`` (needs the
+        ``tensorboard`` package: ``pip install 'florence_lib[tensorboard]'``)."""
+        if self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ImportError("tensorboard: true needs the tensorboard package; pip install "
+                                  "'florence_lib[tensorboard]' (or set tensorboard=false)") from e
+            self._tensorboard = SummaryWriter(log_dir=str(self.path / "tensorboard"), flush_secs=30)
+        return self.path / "tensorboard"
+
     def log(self, record: Mapping[str, Any]) -> None:
-        """Append one flat metrics record to ``metrics.jsonl``."""
+        """Append one flat metrics record to ``metrics.jsonl`` (and to TensorBoard, when enabled)."""
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(dict(record), default=_json_default) + "\n")
+        if self._tensorboard is not None:
+            for tag, value, step in tensorboard_scalars(record):
+                self._tensorboard.add_scalar(tag, value, step)
+
+    def flush(self) -> None:
+        """Write buffered TensorBoard events to disk (metrics.jsonl is written at once)."""
+        if self._tensorboard is not None:
+            self._tensorboard.flush()
 
     def metrics(self) -> list[dict[str, Any]]:
         return list(read_metrics(self.path / "metrics.jsonl"))
@@ -165,6 +192,20 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+
+def tensorboard_scalars(record: Mapping[str, Any]) -> list[tuple[str, float, int]]:
+    """A record's numeric fields as ``(tag, value, step)``: tag ``<split>/<key>`` (``train/loss``), with the
+    record's text fields (task, dataset; not the phase, whose curves continue each other) after the split."""
+    step = int(record.get("step", 0) or 0)
+    prefix = "/".join(str(v) for k, v in record.items() if isinstance(v, str) and k not in ("split", "phase"))
+    split = record.get("split", "metrics")
+    out = []
+    for key, value in record.items():
+        if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            continue
+        out.append(("/".join(p for p in (split, prefix, key) if p), float(value), step))
+    return out
 
 
 def read_metrics(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -197,8 +238,11 @@ def _json_default(o: Any) -> Any:
 
 
 def notebook_run_dir(run_dir: str | Path | None, name: str) -> RunDir:
-    """Where a notebook writes: ``<run_dir>/<name>`` under a series run, else ``runs/interactive/<name>``."""
-    base = Path(run_dir) if run_dir is not None else PROJECT_ROOT / "runs" / "interactive"
+    """Where a notebook writes: ``<run_dir>/<name>`` under a series run, else ``runs/interactive/<name>`` (in the
+    checkout; under the current directory for an installed copy)."""
+    from .resources import interactive_runs_root
+
+    base = Path(run_dir) if run_dir is not None else interactive_runs_root()
     return RunDir(base / name)
 
 

@@ -210,7 +210,7 @@ def test_cluster_dry_run_prints_commands_and_resolved_configs(capsys: pytest.Cap
     out = capsys.readouterr().out
     assert "batch 24576 = 512 ranks x 16 images x 3 gradient-cache chunks" in out
     assert "#SBATCH --nodes=64" in out and "#SBATCH --requeue" in out and "scontrol requeue" in out
-    assert "srun --kill-on-bad-exit=1 python -m florence_lib pretrain --profile paper" in out
+    assert "srun --wait-all-nodes=1 --kill-on-bad-exit=1 python -m florence_lib pretrain --profile paper" in out
     assert "model: unicl_huge" in out and '"stage": 3' in out and '"train_batch_size": 24576' in out
     assert main(["--launcher", "deepspeed", "--nodes", "2", "--set", "data.batch_size=768"]) == 0
     out = capsys.readouterr().out

@@ -12,6 +12,7 @@ from .config import CurateConfig
 from .pipeline import curate
 
 HELP = "curate image-text pairs (FLD-style filters, dedup, label table) into shards, a manifest and a data card"
+RUN_DIR_HELP = "not used: curate writes shards, manifest and data card to --output (and resumes there)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,6 +28,7 @@ from ..runs import RunDir, data_root_or_none
 from .config import EvalConfig
 
 HELP = "transfer evaluation (paper Tables 1-5): zero-shot, linear-probe, finetune, few-shot, retrieval"
+RUN_DIR_HELP = "where config, metrics.jsonl and <protocol>_<dataset>.json go (default: runs/evaluate-<protocol>)"
 PROTOCOLS = {"zero-shot": "zero_shot", "linear-probe": "linear_probe", "few-shot": "few_shot",
              "retrieval": "retrieval", "finetune": "finetune", "finetune-retrieval": "finetune_retrieval"}
 

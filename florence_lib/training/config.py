@@ -101,6 +101,8 @@ class PretrainConfig:
     checkpoint_every: int = field(100, min=0, help="checkpoint interval in steps; 0 saves only at the end")
     checkpoint_keep: int = field(2, min=1, help="checkpoints kept in the run directory")
     resume: bool = field(True, help="continue from the run directory's latest checkpoint when there is one")
+    tensorboard: bool = field(False, help="also write metrics.jsonl's records as TensorBoard events to "
+                                          "<run_dir>/tensorboard (needs the tensorboard extra)")
 
     @property
     def total_steps(self) -> int:

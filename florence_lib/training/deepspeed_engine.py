@@ -60,6 +60,8 @@ def import_deepspeed() -> Any:
 class DeepSpeedEngine(Engine):
     """:class:`Engine` on ``deepspeed.initialize``; ``ds_config`` comes from ``ds_config.build_ds_config``."""
 
+    data_parallel = True
+
     def __init__(
         self,
         model: nn.Module,

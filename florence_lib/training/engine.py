@@ -14,16 +14,18 @@ resumed from a checkpoint produces the same losses as one that never stopped.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from .. import distributed as D
 from ..runs import RunDir
 from .checkpoint import load_training_state, rng_state, save_checkpoint, set_rng_state
+from .progress import Progress
 
 Batch = Mapping[str, Any]
 Objective = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
@@ -51,6 +53,9 @@ def clamp_parameters(model: nn.Module) -> None:
 
 class Engine:
     """Optimisation of ``model`` under ``objective``; see the module docstring for what a subclass replaces."""
+
+    data_parallel = False
+    """True for engines whose ranks train one model together (DeepSpeed); see :meth:`check_world`."""
 
     def __init__(
         self,
@@ -144,14 +149,18 @@ class Engine:
         checkpoint: Callable[[], Any] | None = None,
         record: Mapping[str, Any] | None = None,
         desc: str = "train",
+        progress: str = "auto",
     ) -> list[dict[str, Any]]:
         """Step through ``batches`` until the global step reaches ``until``; returns the logged records.
 
         Every ``log_every`` steps the step's scalars go to ``run_dir``'s metrics log (plus the constant fields of
         ``record``, e.g. the phase); every ``eval_every`` steps ``evaluate()`` runs and its metrics are logged;
         every ``checkpoint_every`` steps ``checkpoint()`` runs. Evaluation runs under a forked RNG so that it
-        cannot change the training randomness. A zero interval switches that action off.
+        cannot change the training randomness. A zero interval switches that action off. Rank 0 shows
+        ``progress`` (``training.progress``: a bar in a terminal or notebook, a log line every ``log_every`` steps
+        elsewhere); the other ranks show nothing.
         """
+        self.check_world()
         records: list[dict[str, Any]] = []
 
         def emit(entry: dict[str, Any]) -> None:
@@ -160,16 +169,17 @@ class Engine:
             if run_dir is not None:
                 run_dir.log(entry)
 
-        bar = tqdm(total=until, initial=self.step, desc=desc, leave=False)
+        shown = Progress(until, self.step, desc, log_every=log_every, mode=progress,
+                         main_process=D.is_main_process())
         fork_devices = None if self.device.type == "cuda" else []
         batches = iter(batches)
         while self.step < until:
             batch = next(batches, None)
             if batch is None:
                 raise RuntimeError(f"{desc}: the data ran out at step {self.step}, before step {until}")
+            images = batch_images(batch) * D.world_size()
             logs = self.train_step(batch)
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.3f}")
+            shown.update(self.step, logs, images)
             if log_every and (self.step % log_every == 0 or self.step == until):
                 emit({"step": self.step, "split": "train", **logs})
             if evaluate is not None and eval_every and (self.step % eval_every == 0 or self.step == until):
@@ -177,5 +187,20 @@ class Engine:
                     emit({"step": self.step, "split": "val", **evaluate()})
             if checkpoint is not None and checkpoint_every and self.step % checkpoint_every == 0:
                 checkpoint()
-        bar.close()
+        shown.close()
+        if run_dir is not None:
+            run_dir.flush()
         return records
+
+    def check_world(self) -> None:
+        """Refuse a multi-rank launch for an engine that would train every rank alone into one run directory."""
+        world = int(os.environ.get("WORLD_SIZE") or 1)
+        if world > 1 and not self.data_parallel:
+            raise RuntimeError(f"{type(self).__name__} trains in one process, but WORLD_SIZE={world}: every rank "
+                               "would train alone on its batch and write to the same run directory; use the "
+                               "DeepSpeed engine (distributed.engine: deepspeed) or start one process")
+
+
+def batch_images(batch: Batch) -> int:
+    """Samples in a batch: the leading size of its first tensor (0 if it has none)."""
+    return next((int(v.shape[0]) for v in batch.values() if isinstance(v, torch.Tensor) and v.dim() > 0), 0)

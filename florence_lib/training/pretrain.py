@@ -49,7 +49,8 @@ from .precision import resolve_precision
 from .schedules import build_scheduler
 from .validation import PretrainValidator
 
-RESUME_IGNORES = ("resume", "device", "threads", "compile", "log_every", "eval_every", "checkpoint_every", "checkpoint_keep")
+RESUME_IGNORES = ("resume", "device", "threads", "compile", "log_every", "eval_every", "checkpoint_every",
+                  "checkpoint_keep", "tensorboard")
 """Config keys a resumed run may change: they do not alter the training trajectory."""
 
 

@@ -33,7 +33,7 @@ def test_perfect_predictions_give_ap_one_and_shuffled_ones_less():
     assert m["APl"] is None  # no box larger than 96^2 px: not COCOeval's -1
     g = torch.Generator().manual_seed(1)
     shuffled = [{**d, "labels": d["labels"][torch.randperm(4, generator=g)]} for d in perfect]
-    moved = [{**d, "boxes": d["boxes"] + 8} for d in perfect]
+    moved = [{**d, "boxes": d["boxes"] + 3} for d in perfect]  # IoU ~0.6-0.8: counts at 0.5, not at 0.75+
     assert coco_evaluate(gt, coco_results(shuffled))["AP"] < 0.8
     m_moved = coco_evaluate(gt, coco_results(moved))
     assert m_moved["AP"] < m_moved["AP50"] <= 1.0 and m_moved["AP"] < 0.9
@@ -84,3 +84,25 @@ def test_a_handful_of_world_images_overfit(tmp_path, monkeypatch):
     records = [r for r in RunDir(tmp_path / "run").metrics() if r.get("split") == "train"]
     assert records[-1]["loss"] < 0.5 * records[0]["loss"]
     assert (tmp_path / "run" / "detections_test.json").is_file()
+
+
+def test_merged_set_maps_sources_into_one_label_space_and_adds_pseudo_boxes():
+    from florence_lib.detection.merged import MergedBoxes, PseudoBoxes, data_card
+    from florence_lib.models.dyhead import create_detector, detector_config
+
+    world = world_source(0, "train", 3)
+    agnostic = world_source(0, "val", 2, label_by="object")
+    torch.manual_seed(0)
+    teacher = create_detector(detector_config("dyhead_tiny", num_classes=1))
+    torch.nn.init.constant_(teacher.cls_logits.bias, 5.0)  # a confident teacher: every position is an object
+    pseudo = PseudoBoxes(world_source(0, "val", 2), teacher, ["object"], score_threshold=0.3)
+    merged = MergedBoxes({"world": world, "shapes-as-objects": agnostic, "pseudo": pseudo})
+    assert merged.categories == [*world.categories, "object"] and len(merged) == 7
+    _, t = merged.sample(4, 64)  # the second source's first sample: its label 0 is "object" = index 8
+    assert merged.locate(4) == ("shapes-as-objects", 1) and set(t["labels"].tolist()) == {8}
+    _, p = merged.sample(5, 64)
+    assert len(p["boxes"]) > 0 and set(p["labels"].tolist()) == {8}
+    card = data_card(merged, 64)
+    assert card["sources"]["world"]["images"] == 3 and "| pseudo | 2 |" in card["markdown"]
+    with pytest.raises(IndexError):
+        merged.locate(7)

@@ -106,3 +106,19 @@ def test_merged_set_maps_sources_into_one_label_space_and_adds_pseudo_boxes():
     assert card["sources"]["world"]["images"] == 3 and "| pseudo | 2 |" in card["markdown"]
     with pytest.raises(IndexError):
         merged.locate(7)
+
+
+def test_coco_boxes_resize_with_their_image():
+    from florence_lib.detection.data import CocoBoxes
+    from florence_lib.runs import data_root_or_none
+
+    root = data_root_or_none()
+    if root is None or not (root / "coco" / "annotations" / "instances_val2017.json").is_file():
+        pytest.skip("no COCO subset under data_root")
+    coco = CocoBoxes(root, "val2017")
+    assert len(coco.categories) == 80 and len(coco) > 100
+    image, target = coco.sample(0, 128)
+    assert max(image.shape[1:]) == 128 and image.dtype == torch.uint8
+    boxes = target["boxes"]
+    assert len(boxes) > 0 and (boxes[:, 2] <= image.shape[2] + 1).all() and (boxes[:, 3] <= image.shape[1] + 1).all()
+    assert (target["labels"] < 80).all()

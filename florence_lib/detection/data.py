@@ -80,7 +80,7 @@ class CocoBoxes:
         if item is None:
             raise ValueError(f"{self.dataset.ann_file}: image {self.dataset.image_ids[index]} could not be read")
         image, target = item
-        pixels = torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)
+        pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
         scale = side / max(pixels.shape[1:])
         h, w = round(pixels.shape[1] * scale), round(pixels.shape[2] * scale)
         pixels = F.interpolate(pixels[None].float(), size=(h, w), mode="bilinear", antialias=True,

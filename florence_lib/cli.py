@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "florence_lib.evaluation.command",
     "launch": "florence_lib.commands.launch",
     "lab": "florence_lib.commands.lab",
+    "detect": "florence_lib.detection.command",
 }
 
 GENERIC_EXAMPLES = """\

@@ -23,6 +23,8 @@ SERIES: tuple[SeriesEntry, ...] = (
     SeriesEntry("05_finetuning", "§3.3, Table 3", "fine-tuning with the UniCL loss vs a linear head"),
     SeriesEntry("06_few_shot", "§3.4, Table 4", "cross-domain few-shot (CD-FSL)"),
     SeriesEntry("07_retrieval", "§3.5, Table 5", "image-text retrieval, zero-shot and fine-tuned"),
+    SeriesEntry("08_detection", "§2.4, Table 6", "Dynamic Head + ATSS object detection, COCO-style AP"),
+    SeriesEntry("09_zero_shot_detection", "§3.6, Table 7", "zero-shot detection: text-classified proposals"),
 )
 
 

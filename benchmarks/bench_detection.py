@@ -1,0 +1,141 @@
+"""Detection speed: the Dynamic Head detector (tiny preset, 256 px) against torchvision's FCOS head on the same
+CoSwin + FPN features, and the CPU deformable conv against ``torchvision.ops.deform_conv2d``, in the same run.
+
+Both detectors share the backbone, the pyramid, the ATSS loss and the inference (ATSS post-processing); only the
+head differs: 2 Dynamic Head blocks + 3x3 predictors against FCOS's two 4-conv GroupNorm towers. Training is
+forward + backward + AdamW step; inference is forward + post-processing under ``no_grad``. Process CPU time is
+reported beside wall time (a busy shared machine slows wall time, not CPU time); ratios to the reference measured
+in the same run are what survive another machine.
+
+    python benchmarks/bench_detection.py [--threads 2] [--side 256] [--batch 4] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torchvision.models.detection.fcos import FCOSHead
+
+from florence_lib.detection.postprocess import postprocess
+from florence_lib.detection.train import detection_objective
+from florence_lib.models.deform_conv import deform_conv2d
+from florence_lib.models.dyhead import create_detector, detector_config, level_anchors
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class FCOSHeadDetector(torch.nn.Module):
+    """The same backbone and pyramid as a DyHead detector, with torchvision's FCOS head instead."""
+
+    def __init__(self, base: torch.nn.Module) -> None:
+        super().__init__()
+        self.base = base
+        self.head = FCOSHead(base.config.channels, num_anchors=1, num_classes=base.config.num_classes)
+
+    def forward(self, images: torch.Tensor) -> dict:
+        base = self.base
+        stages = base.backbone.forward_features(images)["features"][1:4]
+        feats = {f"p{i + 3}": norm(x) for i, (norm, x) in enumerate(zip(base.stage_norms, stages))}
+        levels = list(base.fpn(feats).values())
+        out = self.head(levels)
+        sizes = [tuple(x.shape[-2:]) for x in levels]
+        return {"cls_logits": out["cls_logits"], "box_deltas": out["bbox_regression"],
+                "centerness": out["bbox_ctrness"].squeeze(-1),
+                "anchors": level_anchors(sizes, list(base.strides), base.config.anchor_scale, images.device),
+                "num_anchors": [h * w for h, w in sizes]}
+
+
+def _timed(fn, repeats: int) -> dict[str, float]:
+    fn()  # warm-up (allocations, mask caches)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return {"wall_s": min(wall), "cpu_s": min(cpu)}
+
+
+def bench_detectors(side: int, batch: int, repeats: int) -> dict[str, dict[str, float]]:
+    torch.manual_seed(0)
+    images = torch.randn(batch, 3, side, side)
+    g = torch.Generator().manual_seed(0)
+    targets = []
+    for _ in range(batch):
+        xy = torch.rand(4, 2, generator=g) * side * 0.7
+        targets.append({"boxes": torch.cat([xy, xy + side * 0.1 + torch.rand(4, 2, generator=g) * side * 0.2], 1),
+                        "labels": torch.randint(0, 8, (4,), generator=g)})
+    batch_dict = {"images": images, "targets": targets}
+    out = {}
+    for name in ("dyhead", "fcos_head"):
+        dyhead = create_detector(detector_config("dyhead_tiny"))
+        model = dyhead if name == "dyhead" else FCOSHeadDetector(dyhead)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+        def train_step(model=model, opt=opt):
+            model.train()
+            loss, _ = detection_objective(model, batch_dict)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        def infer(model=model):
+            model.eval()
+            with torch.no_grad():
+                postprocess(model(images), [(side, side)] * batch)
+
+        t, i = _timed(train_step, repeats), _timed(infer, repeats)
+        out[name] = {"train_images_per_s": batch / t["wall_s"], "train_images_per_cpu_s": batch / t["cpu_s"],
+                     "infer_images_per_s": batch / i["wall_s"], "infer_images_per_cpu_s": batch / i["cpu_s"],
+                     "parameters_M": sum(p.numel() for p in model.parameters()) / 1e6}
+    return out
+
+
+def bench_deform_conv(repeats: int, b: int = 8, c: int = 64, side: int = 32) -> dict[str, dict[str, float]]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, c, side, side, generator=g).requires_grad_()
+    offset = (3 * torch.randn(b, 18, side, side, generator=g)).requires_grad_()
+    mask = torch.rand(b, 9, side, side, generator=g).requires_grad_()
+    weight = (0.05 * torch.randn(c, c, 3, 3, generator=g)).requires_grad_()
+    out = {}
+    for impl in ("torchvision", "grid_sample", "plain_conv"):
+        def step(impl=impl):
+            for t in (x, offset, mask, weight):
+                t.grad = None
+            if impl == "plain_conv":
+                y = torch.nn.functional.conv2d(x, weight, padding=1)
+            else:
+                y = deform_conv2d(x, offset, weight, None, padding=1, mask=mask, impl=impl)
+            y.sum().backward()
+
+        out[impl] = {f"{k}_ms": 1000 * v for k, v in _timed(step, repeats).items()}
+    out["speedup_vs_torchvision"] = {k: out["torchvision"][k] / out["grid_sample"][k]
+                                     for k in ("wall_s_ms", "cpu_s_ms")}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--side", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
+               "torch": torch.__version__, "torchvision": torchvision.__version__,
+               "deform_conv_fwd_bwd_b8_c64_32x32": bench_deform_conv(args.repeats),
+               f"detector_tiny_{args.side}px_batch{args.batch}": bench_detectors(args.side, args.batch, args.repeats)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "detection.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

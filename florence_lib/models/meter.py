@@ -15,6 +15,9 @@ Choices where the papers are silent or where the CPU scale needs one (each is a 
   about nine places, so the CPU preset reads stage 3 (4x4).
 - **Image positions.** Swin-style encoders carry only relative positions inside windows, while METER's CLIP-ViT
   tokens carry absolute ones; a fixed 2-D sine-cosine embedding (any grid size, no parameters) restores them.
+- **Frozen word table (CPU preset only).** The 30,522 x 384 word embedding's dense gradient and AdamW update
+  take about half of a training step on one core, and the world uses a few hundred of its tokens; the tiny
+  preset keeps it fixed (position, type and modality embeddings still train, without weight decay).
 - **Layer norm placement.** Pre-LN layers (METER's BERT layers are post-LN): they train from scratch at small
   batch without warmup tricks; a final LayerNorm per modality closes the stack.
 """
@@ -22,6 +25,7 @@ Choices where the papers are silent or where the CPU scale needs one (each is a 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -45,6 +49,7 @@ class METERTextConfig:
     heads: int = field(MINILM_HEADS, min=1)
     vocab_size: int = field(30522, min=2, help="WordPiece vocabulary of the project's tokenizer")
     max_length: int = field(512, min=2, help="text positions")
+    freeze_word_embeddings: bool = field(False, help="keep the word table fixed (CPU preset: see the module doc)")
 
     def validate(self) -> None:
         if self.pretrained and (self.width != MINILM_WIDTH or self.heads != MINILM_HEADS
@@ -85,7 +90,8 @@ def _preset(name: str, cfg: METERConfig) -> None:
 
 _COSWIN_TINY = CoSwinConfig(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=4,
                             drop_path_rate=0.0)
-_preset("meter_tiny", METERConfig(image=_COSWIN_TINY, image_stage=2, text=METERTextConfig(layers=2), width=128,
+_preset("meter_tiny", METERConfig(image=_COSWIN_TINY, image_stage=2,
+                                  text=METERTextConfig(layers=2, freeze_word_embeddings=True), width=128,
                                   fusion_layers=2, heads=4, dropout=0.0))
 # The paper: CoSwin-H + RoBERTa-base-sized text + METER's 6 co-attention layers at 768.
 _preset("meter_paper", METERConfig(
@@ -192,6 +198,8 @@ class METER(nn.Module):
         self.config = cfg
         self.image_encoder = CoSwin.from_config(cfg.image)
         self.text_encoder = build_bert(cfg.text)
+        if cfg.text.freeze_word_embeddings:
+            self.text_encoder.embeddings.word_embeddings.weight.requires_grad_(False)
         stage = cfg.image_stage % len(cfg.image.depths)
         self.image_stage = stage
         image_dim = self.image_encoder.feature_dims[stage]
@@ -210,8 +218,11 @@ class METER(nn.Module):
         self._init_new_weights()
 
     def _init_new_weights(self) -> None:
+        # BERT's std 0.02 inside the fusion layers; the maps and poolers keep PyTorch's fan-in init, which keeps
+        # the pooled features' scale independent of the width (0.02 at width 128 makes them nearly constant).
         for name, module in self.named_modules():
-            if name.startswith(("image_encoder", "text_encoder")):
+            if name.startswith(("image_encoder", "text_encoder", "image_map", "text_map", "text_pooler",
+                                "image_pooler")):
                 continue
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
@@ -275,6 +286,9 @@ class VQAHead(nn.Module):
         hidden = hidden or in_dim
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.GELU(),
                                  nn.Linear(hidden, num_answers))
+        # Start every answer at probability 1/K (RetinaNet's prior init): BCE over K answers otherwise spends
+        # its first hundreds of steps only pushing all K logits down.
+        nn.init.constant_(self.net[-1].bias, -math.log(max(num_answers - 1, 1)))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.net(pooled)

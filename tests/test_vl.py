@@ -158,3 +158,49 @@ def test_bad_config_is_refused() -> None:
         load_config(VLConfig, command="vl", profile="smoke", overrides=["vqa.optim.lr=-1"])
     with pytest.raises(ConfigError, match="hard_negatives"):
         load_config(VLConfig, command="vl", profile="smoke", overrides=["pretrain.hard_negatives=true"])
+
+
+# ------------------------------------------------------------------------------------------------ plumbing
+def test_unicl_image_tower_and_vl_checkpoint_round_trip(tmp_path) -> None:
+    from florence_lib.models import create_model
+    from florence_lib.models.meter import METERPretraining
+    from florence_lib.training.checkpoint import save_checkpoint
+    from florence_lib.vl.train import (
+        load_unicl_image_encoder,
+        load_vl_checkpoint,
+        resolve_meter_config,
+        spec_of,
+    )
+
+    unicl = create_model("unicl_tiny")
+    ckpt = save_checkpoint(tmp_path / "unicl", unicl, step=1, model_spec={"name": "unicl_tiny", "kwargs": {}})
+    cfg = load_config(VLConfig, command="vl", profile="smoke", overrides=[f"unicl_checkpoint={ckpt}"])
+    mcfg = resolve_meter_config(cfg)
+    model = METERPretraining(mcfg)
+    assert load_unicl_image_encoder(model.meter, ckpt) > 0
+    torch.testing.assert_close(model.meter.image_encoder.stages[0].embed.proj.weight,
+                               unicl.image_encoder.stages[0].embed.proj.weight)
+    saved = save_checkpoint(tmp_path / "vl", model, step=2, model_spec=spec_of(mcfg, "meter_pretraining"))
+    loaded = load_vl_checkpoint(saved)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_cli_dry_run_and_bad_key(capsys) -> None:
+    from florence_lib.cli import main
+
+    assert main(["vl", "vqa", "--profile", "smoke", "--dry-run", "--set", "vqa.top_k=10"]) == 0
+    assert "top_k: 10" in capsys.readouterr().out
+    assert main(["vl", "pretrain", "--profile", "smoke", "--set", "pretrain.bogus=1"]) == 2
+    assert "pretrain.bogus" in capsys.readouterr().err
+
+
+def test_table8_keeps_the_paper_rows_labelled() -> None:
+    from florence_lib.evaluation.tables import render
+    from florence_lib.vl.tables import TABLE8, vqa_rows
+
+    record = {"dataset": "world", "accuracy": 0.61, "blind_accuracy": 0.35, "majority_accuracy": 0.33}
+    text = render(TABLE8, vqa_rows("ours", [record, {**record, "dataset": "vqav2", "accuracy": 0.2}]))
+    assert "Florence (paper) | 80.16 | 80.36" in text
+    assert "| ours | - | - | 61.00 | 20.00 |" in text
+    assert "VQAv2 subset (exact match)" in text and "question only" in text

@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "launch": "florence_lib.commands.launch",
     "lab": "florence_lib.commands.lab",
     "detect": "florence_lib.detection.command",
+    "vl": "florence_lib.vl.command",
 }
 
 GENERIC_EXAMPLES = """\

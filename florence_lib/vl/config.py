@@ -1,0 +1,72 @@
+"""VLConfig: everything ``python -m florence_lib vl pretrain|vqa|caption`` and notebook 10 need.
+
+Profiles in ``florence_lib/configs/vl/{smoke,quick,paper}.yaml``. Defaults follow METER's VQAv2 recipe where it
+applies (AdamW, weight decay 0.01, linear warmup 10% then decay, head lr x50 and fusion lr x5 of the
+encoders' lr, 3,129 answers); the world sizes are ours. Assumptions where METER/Florence are silent:
+- the world has one certain answer per question, so its targets are one-hot (see ``answers.soft_targets``);
+- one shared forward pass for MLM and ITM (see ``objectives``);
+- the world pretraining captions are all of a scene's captions (short to long), the VQA images the same size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..config import ConfigError, field
+
+
+@dataclass
+class OptimConfig:
+    steps: int = field(1000, min=1)
+    batch_size: int = field(32, min=2)
+    lr: float = field(1e-4, min=0.0, max=1.0, help="lr of the image and text encoders")
+    fusion_lr_mult: float = field(5.0, min=0.0, help="fusion, maps, poolers: lr x this (METER: 5)")
+    head_lr_mult: float = field(5.0, min=0.0, help="task heads: lr x this (METER VQA: 50)")
+    weight_decay: float = field(0.01, min=0.0, max=1.0)
+    warmup_fraction: float = field(0.1, min=0.0, max=0.9)
+    log_every: int = field(10, min=1)
+
+
+@dataclass
+class PretrainTaskConfig:
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scenes: int = field(2000, min=1, help="world train scenes (each with all its captions)")
+    val_scenes: int = field(200, min=1, help="world val scenes for the held-out MLM/ITM accuracies")
+    mlm_probability: float = field(0.15, min=0.01, max=1.0)
+    itm_fraction: float = field(0.5, min=0.0, max=1.0, help="share of rows whose image is swapped")
+    hard_negatives: bool = field(False, help="ITM negatives drawn by UniCL similarity (needs unicl_checkpoint)")
+
+
+@dataclass
+class VQATaskConfig:
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(head_lr_mult=50.0))
+    dataset: Literal["world", "vqav2"] = field("world", help="vqav2: the consensus subset under data_root")
+    scenes: int = field(2000, min=1, help="world train scenes (6 questions each)")
+    test_scenes: int = field(300, min=1, help="world test scenes")
+    top_k: int = field(3129, min=1, help="answer vocabulary size (VQAv2: 3,129)")
+    min_count: int = field(1, min=1, help="an answer enters the vocabulary if at least this many questions have it")
+    vqav2_train_fraction: float = field(0.5, min=0.05, max=0.95, help="vqav2 subset: share used for training")
+    pretrained: bool = field(True, help="start from the VL-pretrained model when one is given or trained")
+
+
+@dataclass
+class VLConfig:
+    model: str = field("meter_tiny", help="METER preset: meter_tiny, meter_paper")
+    unicl_checkpoint: str | None = field(None, help="UniCL checkpoint for the image encoder; null: random init")
+    checkpoint: str | None = field(None, help="VL-pretrained METER checkpoint for vqa/caption")
+    data_root: str | None = field(None, help="real data (../shared/data) for vqav2 / coco")
+    image_size: int = field(64, min=16, max=1024)
+    context_length: int = field(40, min=8, max=512, help="text tokens (questions and captions)")
+    eval_batch_size: int = field(64, min=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    threads: int | None = field(None, min=1, help="torch threads (null: leave torch's default)")
+    seed: int = field(0, min=0)
+    world_seed: int = field(0, min=0)
+    pretrain: PretrainTaskConfig = field(default_factory=PretrainTaskConfig)
+    vqa: VQATaskConfig = field(default_factory=VQATaskConfig)
+
+    def validate(self) -> None:
+        if self.pretrain.hard_negatives and self.unicl_checkpoint is None:
+            raise ConfigError("pretrain.hard_negatives: needs unicl_checkpoint (the similarity comes from UniCL)")

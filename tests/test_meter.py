@@ -1,0 +1,94 @@
+"""METER model: shapes for several image sizes and text lengths, padding masks, presets, no-decay names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from florence_lib.config import ConfigError
+from florence_lib.models.meter import (
+    METER,
+    METERForVQA,
+    METERPretraining,
+    count_fusion_parameters,
+    meter_config,
+    sincos_2d,
+)
+
+TINY_TEXT = {"pretrained": False, "width": 32, "layers": 1, "heads": 2}
+
+
+def tiny(**overrides):
+    return meter_config("meter_tiny", text=TINY_TEXT, width=32, heads=2, **overrides)
+
+
+@pytest.mark.parametrize(("size", "length", "stage", "tokens"), [
+    (32, 5, 2, 4), (48, 12, 2, 9), (64, 20, 2, 16), (64, 7, -1, 4), (96, 3, 1, 144)])
+def test_shapes_for_image_sizes_and_text_lengths(size: int, length: int, stage: int, tokens: int) -> None:
+    torch.manual_seed(0)
+    model = METER(tiny(image_stage=stage)).eval()
+    ids = torch.randint(1000, 2000, (3, length))
+    mask = torch.ones(3, length, dtype=torch.long)
+    out = model(torch.randn(3, 3, size, size), ids, mask)
+    assert out["text"].shape == (3, length, 32)
+    assert out["image"].shape == (3, tokens, 32)
+    assert out["pooled"].shape == (3, 64)
+    assert out["pooled"].abs().max() <= 1.0  # two tanh poolers
+
+
+def test_padding_does_not_change_the_result() -> None:
+    torch.manual_seed(0)
+    model = METER(tiny()).eval()
+    images = torch.randn(2, 3, 32, 32)
+    ids = torch.randint(1000, 2000, (2, 6))
+    mask = torch.ones(2, 6, dtype=torch.long)
+    padded_ids = torch.cat([ids, torch.zeros(2, 5, dtype=torch.long)], 1)
+    padded_mask = torch.cat([mask, torch.zeros(2, 5, dtype=torch.long)], 1)
+    a = model(images, ids, mask)
+    b = model(images, padded_ids, padded_mask)
+    torch.testing.assert_close(a["pooled"], b["pooled"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a["image"], b["image"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a["text"], b["text"][:, :6], atol=1e-5, rtol=1e-5)
+
+
+def test_image_positions_are_distinct_for_any_grid() -> None:
+    for h, w in ((2, 2), (3, 5), (4, 4)):
+        pos = sincos_2d(h, w, 32)
+        assert pos.shape == (h * w, 32)
+        assert torch.cdist(pos, pos).add(torch.eye(h * w)).min() > 0.1
+
+
+def test_heads_and_pretrained_text_tower() -> None:
+    cfg = meter_config("meter_tiny")  # MiniLM's first 2 layers, loaded offline
+    pre = METERPretraining(cfg).eval()
+    assert len(pre.meter.text_encoder.encoder.layer) == 2
+    assert pre.mlm_head.decoder.out_features == 30522
+    vqa = METERForVQA(cfg, 7).eval()
+    logits = vqa(torch.randn(2, 3, 64, 64), torch.tensor([[101, 2054, 102]] * 2), torch.ones(2, 3, dtype=torch.long))
+    assert logits.shape == (2, 7)
+    head = [type(m).__name__ for m in vqa.head.net]
+    assert head == ["Linear", "LayerNorm", "GELU", "Linear"]
+
+
+def test_no_weight_decay_covers_text_and_modality_embeddings() -> None:
+    names = METERPretraining(tiny()).no_weight_decay()
+    assert "meter.modality_embedding.weight" in names
+    assert "meter.text_encoder.embeddings.word_embeddings.weight" in names
+    assert "meter.text_encoder.embeddings.position_embeddings.weight" in names
+    assert "meter.text_layers.0.self_attn.q.weight" not in names
+    assert "meter.text_layers.0.self_attn.q.bias" in names
+
+
+def test_bad_configs_are_refused() -> None:
+    with pytest.raises(ConfigError, match="pretrained MiniLM"):
+        meter_config("meter_tiny", text={"layers": 8})
+    with pytest.raises(ConfigError, match="divisible"):
+        meter_config("meter_tiny", width=130)
+
+
+def test_paper_preset_sizes() -> None:
+    counts = count_fusion_parameters(meter_config("meter_paper"))
+    assert 600e6 < counts["image"] < 660e6  # CoSwin-H
+    assert 100e6 < counts["text"] < 130e6  # RoBERTa-base sized BERT (WordPiece vocabulary)
+    # METER's 6+6 co-attention layers at 768: ~14.2M (text) + 14.2M (image) per layer pair of attn x2 + FFN
+    assert 100e6 < counts["fusion"] < 120e6

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "curate": "florence_lib.curation.command",
     "pretrain": "florence_lib.training.command",
     "evaluate": "florence_lib.evaluation.command",
+    "video": "florence_lib.video.command",
 }
 
 

@@ -41,7 +41,9 @@ class ActionRecognizer(nn.Module):
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.num_features, num_classes)
-        nn.init.zeros_(self.head.weight)  # the first steps train the head, not noise through the backbone
+        # Small random weights, not zeros: a zero head passes no gradient to the backbone, and the 2D features
+        # it starts from carry no linear signal about motion, so a zero head would stay at zero (a saddle).
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:

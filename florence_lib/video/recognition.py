@@ -69,14 +69,17 @@ def train_recognizer(model: nn.Module, train_set: Dataset, cfg: VideoTrainConfig
             load_model(model, str(found / "model.safetensors"), strict=True)
             engine.resume(found)
 
-        def save() -> Any:
-            return engine.save(run_dir.checkpoints, model_spec=spec or {"name": type(model).__name__},
-                               config=config, keep=2)
+        if spec is None:
+            spec = model.spec() if hasattr(model, "spec") else {"name": type(model).__name__}
 
+        def save() -> Any:
+            return engine.save(run_dir.checkpoints, model_spec=spec, config=config, keep=2)
+
+    start = engine.step
     batches = step_loader(train_set, _collate, batch_size=cfg.batch_size, seed=seed, start_step=engine.step)
     records = engine.fit(batches, cfg.steps, run_dir=run_dir, log_every=cfg.log_every,
                          checkpoint_every=cfg.checkpoint_every, checkpoint=save, record={"task": task}, desc=task)
-    if save is not None and engine.step == cfg.steps:
+    if save is not None and engine.step > start:
         save()
     model.eval()
     return records

@@ -23,6 +23,8 @@ SERIES: tuple[SeriesEntry, ...] = (
     SeriesEntry("05_finetuning", "§3.3, Table 3", "fine-tuning with the UniCL loss vs a linear head"),
     SeriesEntry("06_few_shot", "§3.4, Table 4", "cross-domain few-shot (CD-FSL)"),
     SeriesEntry("07_retrieval", "§3.5, Table 5", "image-text retrieval, zero-shot and fine-tuned"),
+    SeriesEntry("11_video", "§2.6, §3.8-3.9, Tables 9-10",
+                "Video CoSwin: inflation, action recognition (4x3 views), zero-shot text-video retrieval"),
 )
 
 

@@ -65,7 +65,8 @@ class VideoAdapter:
         seconds = time.perf_counter() - start
         result = evaluate_recognizer(model, test, batch_size=c.eval.batch_size, device=self.device)
         task = "action_recognition" if model_cfg.init == "inflate" else "action_recognition_scratch"
-        record = self._record(task, **result.metrics, init=model_cfg.init, steps=c.train.steps,
+        metrics = {k: v for k, v in result.metrics.items() if k != "views"}  # "4x3" below says more
+        record = self._record(task, **metrics, init=model_cfg.init, steps=c.train.steps,
                               views=f"{c.eval.temporal_views}x{c.eval.spatial_crops}", chance=1 / len(classes),
                               train_seconds=round(seconds, 1), num_train=len(train))
         return Result([record], {"model": model, "result": result, "classes": classes, "test": test,
@@ -77,7 +78,8 @@ class VideoAdapter:
         _, test, classes = self.datasets()
         result = evaluate_recognizer(model, test, batch_size=self.cfg.eval.batch_size, device=self.device)
         c = self.cfg
-        record = self._record("action_recognition", **result.metrics, recognizer=str(checkpoint),
+        metrics = {k: v for k, v in result.metrics.items() if k != "views"}
+        record = self._record("action_recognition", **metrics, recognizer=str(checkpoint),
                               views=f"{c.eval.temporal_views}x{c.eval.spatial_crops}", chance=1 / len(classes))
         return Result([record], {"model": model, "result": result, "classes": classes, "test": test})
 
@@ -102,3 +104,46 @@ class VideoAdapter:
                    for task, key in (("video_retrieval", "inflated"), ("video_retrieval_meanp", "mean_pool"))]
         return Result(records, {"similarity": out["similarity"], "captions": out["captions"], "clips": clips,
                                 "model": model})
+
+
+@torch.no_grad()
+def inflation_check(adapter: VideoAdapter, frames: tuple[int, ...] = (1, 4, 8), sizes: tuple[int, ...] = (32, 48),
+                    index: int = 0) -> list[dict[str, Any]]:
+    """A still clip (one world scene repeated) through the inflated tower against the 2D tower on the scene:
+    the largest feature difference per (frames, size), next to the feature scale."""
+    from ..data.transforms import tensor_transform
+
+    image_tower = adapter.unicl.image_encoder.eval()
+    video = VideoTextModel(adapter.unicl, adapter.cfg.model).video_encoder.eval()
+    world = world_for(adapter.cfg.data, adapter.world_seed)
+    rows = []
+    for size in sizes:
+        frame = tensor_transform()(world.scene("test", index, image_size=size).image)[None].to(adapter.device)
+        want = image_tower(frame)
+        for t in frames:
+            got = video(frame[:, :, None].expand(-1, -1, t, -1, -1))
+            rows.append({"frames": t, "size": size, "max_abs_diff": (got - want).abs().max().item(),
+                         "feature_scale": want.abs().max().item()})
+    return rows
+
+
+def pretraining_checkpoint(run_dir: str | Path | None) -> Path | None:
+    """The checkpoint notebook 02 left in the series run directory, if any (as notebooks 03-07 use)."""
+    from ..evaluation.evaluator import pretraining_checkpoint as find
+
+    return find(run_dir)
+
+
+def notebook_adapter(notebook: str, *, profile: str, run_dir: str | Path | None, checkpoint: str | Path | None,
+                     seed: int, overrides: tuple[str, ...] = ()) -> tuple[VideoAdapter, RunDir]:
+    """What notebook 11 starts with: the profile's VideoConfig, the UniCL checkpoint (given, else notebook 02's,
+    else an untrained model, labelled so) and the notebook's output directory."""
+    from ..config import load_config
+    from ..runs import notebook_run_dir
+
+    out = notebook_run_dir(run_dir, notebook)
+    ckpt = checkpoint if checkpoint is not None else pretraining_checkpoint(run_dir)
+    cfg = load_config(VideoConfig, command="video", profile=profile, overrides=[f"seed={seed}", *overrides])
+    cfg.checkpoint = str(ckpt) if ckpt is not None else None
+    out.start(cfg, seed=seed)
+    return VideoAdapter(cfg), out

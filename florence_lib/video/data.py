@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..data.transforms import CLIP_MEAN, CLIP_STD, as_video, video_train_transform
+from ..data.transforms import CLIP_MEAN, CLIP_STD, video_train_transform
 from ..data.video import VideoClips, dense_indices, uniform_indices
 from ..data.world import World, WorldConfig
 from .config import VideoDataConfig

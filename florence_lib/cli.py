@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "lab": "florence_lib.commands.lab",
     "detect": "florence_lib.detection.command",
     "vl": "florence_lib.vl.command",
+    "video": "florence_lib.video.command",
 }
 
 GENERIC_EXAMPLES = """\

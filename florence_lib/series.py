@@ -26,6 +26,8 @@ SERIES: tuple[SeriesEntry, ...] = (
     SeriesEntry("08_detection", "§2.4, Table 6", "Dynamic Head + ATSS object detection, COCO-style AP"),
     SeriesEntry("09_zero_shot_detection", "§3.6, Table 7", "zero-shot detection: text-classified proposals"),
     SeriesEntry("10_vqa", "§2.5, §3.7, Table 8", "METER fusion: MLM + ITM pretraining, VQA vs blind and majority"),
+    SeriesEntry("11_video", "§2.6, §3.8-3.9, Tables 9-10",
+                "Video CoSwin: inflation, action recognition (4x3 views), zero-shot text-video retrieval"),
 )
 
 

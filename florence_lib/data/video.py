@@ -75,7 +75,8 @@ def decode_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
 
 
 class VideoClips(torch.utils.data.Dataset):
-    """Labelled video files: ``root/<labels_file>`` lists ``file,label``; items are ``(clips, label)`` with
+    """Labelled video files: ``root/<labels_file>`` lists ``file,label`` (Kinetics-style ``path,label`` with
+    ``path_column="path"``); items are ``(clips, label)`` with
     clips a uint8 tensor [num_clips, T, C, H, W] (``transform`` maps each [T, C, H, W] clip: a v2 Resize).
 
     ``classes`` fixes the label vocabulary (e.g. the Kinetics-400 names); default: the sorted labels.
@@ -94,6 +95,7 @@ class VideoClips(torch.utils.data.Dataset):
         classes: Sequence[str] | None = None,
         strict: bool = False,
         log: BadSampleLog | None = None,
+        path_column: str = "file",
     ):
         if sampling not in ("uniform", "dense"):
             raise ValueError(f"sampling must be 'uniform' or 'dense', got {sampling!r}")
@@ -105,12 +107,12 @@ class VideoClips(torch.utils.data.Dataset):
         self.num_frames, self.stride, self.sampling = num_frames, stride, sampling
         self.num_clips, self.jitter = num_clips, jitter
         self.log = log if log is not None else BadSampleLog(strict, name=str(self.table), echo=True)
-        rows = list(read_table(self.table, ("file", "label"), self.log))
+        rows = list(read_table(self.table, (path_column, "label"), self.log))
         self.classes = list(classes) if classes is not None else sorted({row["label"] for _, row in rows})
         index = {c: i for i, c in enumerate(self.classes)}
         self.samples: list[tuple[Path, int, int]] = []
         for line, row in rows:
-            path = self.root / row["file"]
+            path = self.root / row[path_column]
             if row["label"] not in index:
                 self.log.bad("unknown_label", self.table, line, row["label"])
             elif not path.is_file():

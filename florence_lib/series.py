@@ -23,6 +23,7 @@ SERIES: tuple[SeriesEntry, ...] = (
     SeriesEntry("05_finetuning", "§3.3, Table 3", "fine-tuning with the UniCL loss vs a linear head"),
     SeriesEntry("06_few_shot", "§3.4, Table 4", "cross-domain few-shot (CD-FSL)"),
     SeriesEntry("07_retrieval", "§3.5, Table 5", "image-text retrieval, zero-shot and fine-tuned"),
+    SeriesEntry("12_results", "Tables 1-10", "every table of the paper from one run, gaps labelled; HTML report"),
 )
 
 

@@ -13,9 +13,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-from tqdm.auto import tqdm
+from typing import Any, TextIO
 
 from .config import PROFILES
 from .runs import PROJECT_ROOT, RunDir, data_root_or_none, timestamp
@@ -29,6 +27,24 @@ def list_notebooks(folder: Path = PROJECT_ROOT / "notebooks") -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+class PrefixedWriter:
+    """A text stream that writes each line of what it is given to ``stream`` behind ``prefix``."""
+
+    def __init__(self, stream: TextIO, prefix: str) -> None:
+        self.stream, self.prefix, self._partial = stream, prefix, ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.stream.write(f"{self.prefix}{line}\n")
+        self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def run_series(
     notebooks: list[Path],
     run_dir: RunDir,
@@ -40,19 +56,26 @@ def run_series(
     from papermill.exceptions import PapermillExecutionError
 
     summary: dict[str, Any] = {"parameters": parameters, "notebooks": []}
-    for nb in tqdm(notebooks, desc="notebooks", unit="nb"):
+    for i, nb in enumerate(notebooks, 1):
         out = run_dir.path / nb.name
         t0 = time.perf_counter()
         entry: dict[str, Any] = {"notebook": nb.name, "output": str(out)}
+        print(f"[{i}/{len(notebooks)}] {nb.name}", flush=True)
         try:
+            # What the notebook prints streams to the terminal, prefixed with its number; the cell bar shows
+            # where it is. The kernel's start-up warning about unencrypted loopback TCP is silenced.
             pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
-                                kernel_name=kernel_name, progress_bar=False)
+                                kernel_name=kernel_name, progress_bar={"desc": f"  {nb.stem} cells",
+                                                                       "leave": False},
+                                stdout_file=PrefixedWriter(sys.stdout, f"  {nb.stem[:3]}| "),
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
         except PapermillExecutionError as e:
             entry.update(status="failed", cell=e.cell_index, error=f"{e.ename}: {e.evalue}")
             summary["notebooks"].append(entry)
             summary["failed"] = entry
             break
         entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
+        print(f"  {nb.stem}: ok in {entry['seconds']:.0f} s", flush=True)
         metrics = run_dir.path / nb.stem / "metrics.json"
         if metrics.is_file():
             entry["metrics"] = json.loads(metrics.read_text())
@@ -87,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
               f"executed notebook with the traceback: {failed['output']}", file=sys.stderr)
         return 1
     print(f"done: executed notebooks, metrics and figures in {run_dir.path}")
+    report = run_dir.path / "report.html"
+    if report.is_file():
+        print(f"report: {report}")
     return 0
 
 

@@ -28,6 +28,7 @@ SERIES: tuple[SeriesEntry, ...] = (
     SeriesEntry("10_vqa", "§2.5, §3.7, Table 8", "METER fusion: MLM + ITM pretraining, VQA vs blind and majority"),
     SeriesEntry("11_video", "§2.6, §3.8-3.9, Tables 9-10",
                 "Video CoSwin: inflation, action recognition (4x3 views), zero-shot text-video retrieval"),
+    SeriesEntry("12_results", "Tables 1-10", "every table of the paper from one run, gaps labelled; HTML report"),
 )
 
 

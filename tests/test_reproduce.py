@@ -52,3 +52,15 @@ def test_series_runs_writes_outputs_and_stops_at_a_failure(tmp_path: Path) -> No
 
 def test_readme_lists_the_series() -> None:
     assert series_table() in (ROOT / "README.md").read_text()
+
+
+def test_prefixed_writer_prefixes_whole_lines() -> None:
+    import io
+
+    from florence_lib.reproduce import PrefixedWriter
+
+    sink = io.StringIO()
+    w = PrefixedWriter(sink, "02| ")
+    w.write("step 1 loss 2.0\nstep 2")
+    w.write(" loss 1.5\n")
+    assert sink.getvalue() == "02| step 1 loss 2.0\n02| step 2 loss 1.5\n"

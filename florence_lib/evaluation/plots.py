@@ -1,4 +1,5 @@
-"""Figures for notebooks 03-07: confusion matrices, C sweeps, accuracy against shots, retrieval examples."""
+"""Figures for notebooks 03-07 and 12: confusion matrices, C sweeps, accuracy against shots and chance, recall
+curves, retrieval examples."""
 
 from __future__ import annotations
 
@@ -79,5 +80,34 @@ def retrieval_examples(dataset: Any, similarity: torch.Tensor, captions: Sequenc
         top = similarity[i].topk(min(k, similarity.shape[1])).indices.tolist()
         lines = [f"{'✓' if j in image_to_captions[i] else '✗'} {captions[j][:48]}" for j in top]
         ax.set_title("\n".join(lines), fontsize=7, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def chance_plot(records: Sequence[Mapping[str, Any]], metric: str = "top1") -> Figure:
+    """Accuracy of each (task, set) record beside its chance level (1 / classes), as paired bars."""
+    rows = [r for r in records if r.get(metric) is not None and r.get("num_classes")]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(rows) + 2), 3.8))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [100 * r[metric] for r in rows], 0.4, label=metric)
+    ax.bar(x + 0.2, [100 / r["num_classes"] for r in rows], 0.4, color="0.7", label="chance")
+    ax.set_xticks(x, [f"{r['task']}\n{r['dataset']}" for r in rows], fontsize=7, rotation=30, ha="right")
+    ax.set(ylabel="%", title="accuracy against chance")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def recall_plot(records: Sequence[Mapping[str, Any]], prefixes: Sequence[str] = ("i2t", "t2i", "t2v")) -> Figure:
+    """Recall@K curves (K = 1, 5, 10 where recorded) per retrieval record and direction."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for r in records:
+        for p in prefixes:
+            ks = [k for k in (1, 5, 10) if r.get(f"{p}_r{k}") is not None]
+            if ks:
+                ax.plot(ks, [100 * r[f"{p}_r{k}"] for k in ks], marker="o",
+                        label=f"{r['task']} {r['dataset']} {p}")
+    ax.set(xlabel="K", ylabel="recall@K (%)", xticks=[1, 5, 10], title="retrieval recall")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

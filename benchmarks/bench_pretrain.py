@@ -39,14 +39,25 @@ from florence_lib.training.schedules import build_scheduler
 RESULTS = Path(__file__).parent / "results"
 
 
+DEVICE = torch.device("cpu")  # --device; CUDA timings synchronise before reading the clock
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def matmul_peak(dtype: torch.dtype, n: int = 1024, seconds: float = 2.0) -> float:
     """Best FLOP/s of an ``n x n`` matmul over ``seconds`` (the ceiling a training step can approach)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    n = n * 8 if DEVICE.type == "cuda" else n
+    a, b = torch.randn(n, n, dtype=dtype, device=DEVICE), torch.randn(n, n, dtype=dtype, device=DEVICE)
     a @ b
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
+        sync()
         t = time.perf_counter()
         a @ b
+        sync()
         best = max(best, 2 * n**3 / (time.perf_counter() - t))
     return best
 
@@ -79,9 +90,10 @@ def open_clip_twin(ours: torch.nn.Module, image_size: int, vocab_size: int, cont
 
 
 def engine_for(model: torch.nn.Module, objective, precision: str) -> Engine:
+    model.to(DEVICE)
     opt = build_optimizer(model, lr=1e-4, weight_decay=0.1)
     return Engine(model, objective, opt, build_scheduler(opt, warmup_steps=1, total_steps=10**6),
-                  device=torch.device("cpu"), precision=precision, grad_clip=1.0)
+                  device=DEVICE, precision=precision, grad_clip=1.0)
 
 
 def step_flops(engine: Engine, batch: dict) -> int:
@@ -93,6 +105,8 @@ def step_flops(engine: Engine, batch: dict) -> int:
 def bench_preset(name: str, batch: dict, image_size: int, steps: int, precision: str, compiled: bool = False
                  ) -> dict:
     torch.manual_seed(0)
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     ours = create_model(name)
     engines = {"ours": engine_for(ours, ContrastiveObjective("clip"), precision),
                "open_clip": engine_for(open_clip_twin(ours, image_size, 30522, batch["input_ids"].shape[1]),
@@ -115,8 +129,10 @@ def bench_preset(name: str, batch: dict, image_size: int, steps: int, precision:
     times: dict[str, list[float]] = {k: [] for k in engines}
     for _ in range(steps):  # alternate, so that a busy moment on a shared machine hits both
         for key, engine in engines.items():
+            sync()
             t = time.perf_counter()
             engine.train_step(batch)
+            sync()
             times[key].append(time.perf_counter() - t)
     for key in engines:
         sec = statistics.median(times[key])
@@ -124,13 +140,16 @@ def bench_preset(name: str, batch: dict, image_size: int, steps: int, precision:
         out[f"{key}_images_per_second"] = len(batch["image"]) / sec
         out[f"{key}_flops_per_second"] = out[f"{key}_flops_per_step"] / sec
     out["throughput_ratio"] = out["ours_images_per_second"] / out["open_clip_images_per_second"]
+    if DEVICE.type == "cuda":  # both models' states and the last steps' activations
+        out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
 
 
 def world_batch(batch_size: int, image_size: int) -> dict:
     world = World(WorldConfig(image_size=image_size))
     pairs = WorldPairs(world, "train", batch_size, caption="mixed", image_label_fraction=0.3)
-    return PairCollate(Tokenizer())([pairs[i] for i in range(batch_size)])
+    batch = PairCollate(Tokenizer())([pairs[i] for i in range(batch_size)])
+    return {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def main() -> None:
@@ -141,11 +160,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--compile", action="store_true", help="also time our model with torch.compile'd towers")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--name", default="bench_pretrain", help="results/<name>.json and .md")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
 
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     batch = world_batch(args.batch_size, args.image_size)
@@ -153,7 +175,8 @@ def main() -> None:
     for r in rows:
         for key in ("ours", "open_clip"):
             r[f"{key}_fraction_of_peak"] = r[f"{key}_flops_per_second"] / peaks[args.precision]
-    report = {"precision": args.precision, "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+    report = {"host": os.uname().nodename, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "device": args.device, "precision": args.precision, "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
               "matmul_peak_flops": peaks, "rows": rows, "environment": environment_report()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
@@ -177,6 +200,8 @@ def main() -> None:
             f"| {r['ours_flops_per_second'] / 1e9:.1f} ({100 * r['ours_fraction_of_peak']:.0f}%) "
             f"| {r['open_clip_flops_per_second'] / 1e9:.1f} ({100 * r['open_clip_fraction_of_peak']:.0f}%) |")
     for r in rows:
+        if "peak_memory_gib" in r:
+            lines.append(f"\n{r['preset']}: peak CUDA memory {r['peak_memory_gib']:.2f} GiB (both models).")
         if "ours_compiled_step_seconds" in r:
             lines.append(f"\n{r['preset']} with `compile: true`: first step (compiling) "
                          f"{r['ours_compiled_first_step_seconds']:.1f} s, then {r['ours_compiled_images_per_second']:.1f} "

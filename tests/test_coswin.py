@@ -45,6 +45,8 @@ def test_fast_attention_equals_swin_reference_path(size, shifted):
     (grad_ref,) = torch.autograd.grad(ref.square().sum(), x)
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad_fast, grad_ref, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the bias needs no gradient: the fused SDPA kernel
+        torch.testing.assert_close(block(x, mask), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_window_order_is_pad_roll_partition_and_scatter_inverts_it():

@@ -60,6 +60,9 @@ class ConvEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # channels-last in, channels-last out: the permute to NHWC is then free. Later stages' inputs are NHWC
+        # maps viewed as NCHW, already channels-last; only the image is copied (3 channels).
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
@@ -160,7 +163,10 @@ class WindowSelfAttention(WindowAttention):
         bias = self.rel_pos_bias(*grid)  # [1, heads, N, N]
         bias = bias if mask is None else bias + mask.unsqueeze(1).to(bias.dtype)
         bias = bias.expand(nw, heads, n, n).reshape(1, nw * heads, n, n).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        if q.is_cuda or not bias.requires_grad:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:  # CPU kernels cannot return the bias' gradient: SDPA would fall back to this, plus an -inf check
+            out = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(-1) @ v
         out = out.view(b, nw, heads, n, c // heads).transpose(2, 3).reshape(b, nw * n, c)
         if order is not None:
             out = out.index_select(1, order[1])

@@ -466,3 +466,24 @@ def test_every_protocol_runs_on_a_user_folder(user_sets, tmp_path):
     assert ft["task"] == "finetune_unicl" and ft["num_train"] == 60 and ft["num_test"] == 12
     rt = ev.finetune_retrieval(str(user_sets / "pairs.csv")).records[0]
     assert rt["dataset"] == "pairs" and rt["num_images"] == 6 and rt["num_train_pairs"] == 12
+
+
+# ------------------------------------------------------------------------------------------- notebooks
+def test_evaluation_notebooks_resolve_data_root_with_the_one_helper(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from florence_lib.evaluation.evaluator import notebook_real_sets
+    from florence_lib.runs import data_root_or_none
+
+    monkeypatch.setenv("FLORENCE_DATA_ROOT", str(tmp_path))
+    root = data_root_or_none(None)  # what JupyterLab gets with no parameter: the environment, then ../shared/data
+    assert root == tmp_path
+    assert notebook_real_sets(["eurosat"], root, "quick", None) == ["eurosat"]
+    assert notebook_real_sets(["eurosat"], root, "smoke", None) == []  # smoke keeps to seconds
+    assert notebook_real_sets(["eurosat"], root, "smoke", tmp_path) == ["eurosat"]  # unless asked for
+    assert notebook_real_sets(["eurosat"], None, "paper", None) == []
+    for stem in ("03_zero_shot", "04_linear_probe", "05_finetuning", "06_few_shot", "07_retrieval"):
+        cells = json.loads((Path(__file__).parents[1] / "notebooks" / f"{stem}.ipynb").read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert "root = data_root_or_none(data_root)" in code and "data_root=root" in code, stem
+        assert "if data_root" not in code, f"{stem} tests the raw data_root parameter"

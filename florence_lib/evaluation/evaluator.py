@@ -261,6 +261,16 @@ def pretraining_checkpoint(run_dir: str | Path | None) -> Path | None:
     return latest_checkpoint(base / "02_unicl_pretraining")
 
 
+def notebook_real_sets(names: Sequence[str], root: str | Path | None, profile: str,
+                       data_root: str | Path | None) -> list[str]:
+    """The real sets a notebook evaluates: ``names`` when real data was found (``root``, from
+    :func:`~florence_lib.runs.data_root_or_none`), except that the smoke profile (seconds: what nbval runs) keeps
+    to the embedded world unless ``data_root`` was passed explicitly."""
+    if root is None or (profile == "smoke" and data_root is None):
+        return []
+    return list(names)
+
+
 def notebook_evaluator(notebook: str, *, profile: str, run_dir: str | Path | None,
                        data_root: str | Path | None, checkpoint: str | Path | None, seed: int,
                        overrides: Sequence[str] = ()) -> tuple[Evaluator, RunDir]:

@@ -132,7 +132,7 @@ def command_help(module_name: str) -> str | None:
 def build_parser(command: str | None = None, help_config: bool = False) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (and its arguments added), the others are listed."""
     prog = prog_name()
-    parser = _Parser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = _Parser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
                      description="Florence reproduction (arXiv 2111.11432): curate, pretrain, evaluate, launch on "
                                  "a cluster, open the notebooks.",
                      epilog=f"examples:\n  {prog} pretrain --profile smoke --run-dir runs/pretrain-smoke\n"

@@ -26,7 +26,7 @@ import ast
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -135,7 +135,7 @@ def command_help(module_name: str) -> str | None:
 def build_parser(command: str | None = None, help_config: bool = False) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (and its arguments added), the others are listed."""
     prog = prog_name()
-    parser = _Parser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = _Parser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
                      description="Florence reproduction (arXiv 2111.11432): curate, pretrain, evaluate, launch on "
                                  "a cluster, open the notebooks.",
                      epilog=f"examples:\n  {prog} pretrain --profile smoke --run-dir runs/pretrain-smoke\n"
@@ -169,8 +169,16 @@ def _chosen_command(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def quiet_other_ranks(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Ranks > 0 of a launch draw no tqdm bars (any module's): tqdm reads TQDM_DISABLE when it is imported."""
+    rank = environ.get("RANK") or environ.get("SLURM_PROCID")
+    if rank and rank.isdigit() and int(rank) > 0:
+        environ.setdefault("TQDM_DISABLE", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_other_ranks()
     try:
         command = _chosen_command(argv)
         parser = build_parser(command if command in COMMANDS else None, help_config="--help-config" in argv)

@@ -63,14 +63,24 @@ def test_top_level_help_imports_no_heavy_module() -> None:
     assert all(name in "\n".join(help_lines) for name in COMMANDS)
 
 
+def test_other_ranks_draw_no_progress_bars() -> None:
+    probe = ("from florence_lib.cli import quiet_other_ranks\nquiet_other_ranks()\nfrom tqdm.auto import tqdm\n"
+             "print(tqdm(range(3)).disable)")
+    for rank, disabled in (("1", "True"), ("0", "False")):
+        env = {**os.environ, "RANK": rank}
+        env.pop("TQDM_DISABLE", None)
+        r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+        assert r.stdout.strip() == disabled, (rank, r.stdout, r.stderr)
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_help_has_a_description_and_examples(command: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    doc = importlib.import_module(COMMANDS[command]).__doc__
-    assert doc and doc.strip().splitlines()[0][:40] in out
+    module = importlib.import_module(COMMANDS[command])
+    assert (module.__doc__ or module.HELP).strip().splitlines()[0][:40] in out
     assert f"python -m florence_lib {command} --profile smoke --dry-run" in out and "--help-config" in out
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from florence_lib.cli import COMMANDS, main
 from florence_lib.config import ConfigError, from_dict
-from florence_lib.launch import NOT_LAUNCHABLE, ClusterConfig, plan_launch, time_minutes
+from florence_lib.launch.plan import NOT_LAUNCHABLE, ClusterConfig, plan_launch, time_minutes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,3 +89,11 @@ def test_submitit_local_executor_runs_the_job_and_leaves_a_checkpoint(tmp_path: 
     model, config = load_checkpoint(ckpt)
     assert config["data"]["batch_size"] == plan.pretrain.data.batch_size and sum(
         t.numel() for t in model.parameters()) > 0
+
+
+def test_local_dry_run_prints_the_torchrun_line_without_running(capsys: pytest.CaptureFixture) -> None:
+    assert main(["launch", "pretrain", "--local", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "-m torch.distributed.run --standalone --nproc_per_node=2 -m florence_lib pretrain --profile smoke " \
+           "--run-dir runs/cluster-local --config cluster/local.yaml" in out
+    assert "# world 2 = 2 local ranks; batch 8 = 2 ranks" in out

@@ -88,6 +88,10 @@ def main(args: argparse.Namespace) -> int:
     cluster = cluster_config(args)
     ranks = args.ranks or (2 if cluster.command == "pretrain" else 1)
     plan = plan_launch(cluster, local_ranks=ranks if args.local else None)
+    if args.dry_run or not (args.local or args.sbatch or args.submit):
+        print(plan.summary() + "# rank command:\n" + plan.rank_command() + "\n# local command (--local):\n"
+              + shlex.join(plan.local_command(ranks)) + "\n# sbatch script:\n" + plan.sbatch_script())
+        return 0
     if args.local:
         cmd = plan.local_command(ranks)
         print(plan.summary() + "# local command:\n" + shlex.join(cmd), flush=True)
@@ -107,7 +111,5 @@ def main(args: argparse.Namespace) -> int:
         if args.wait:
             job.result()
             print(f"job {job.job_id}: {job.state}")
-        return 0
-    print(plan.summary() + "# rank command:\n" + plan.rank_command() + "\n# sbatch script:\n" + plan.sbatch_script())
     return 0
 

@@ -181,10 +181,12 @@ class LaunchPlan:
 
     def summary(self) -> str:
         c = self.cluster
-        head = f"# {c.command}: world {self.world_size} = {c.num_nodes} nodes x {c.tasks_per_node} tasks\n"
+        where = (f"{c.num_nodes} nodes x {c.tasks_per_node} GPUs" if self.world_size == c.world_size
+                 else f"{self.world_size} local ranks")
+        head = f"# {c.command}: world {self.world_size} = {where}\n"
         if self.batch is not None:
             b = self.batch
-            head = (f"# world {b.world_size} = {c.num_nodes} nodes x {c.tasks_per_node} GPUs; "
+            head = (f"# world {b.world_size} = {where}; "
                     f"batch {b.global_batch} = {b.world_size} ranks x {b.micro_batch} images x {b.chunks} "
                     f"gradient-cache chunks x {b.accumulation_steps} accumulation steps\n")
         out = head + f"# {c.command} config (resolved):\n{self.resolved}"

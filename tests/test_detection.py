@@ -1,5 +1,7 @@
 """Detection adapter: COCO-style evaluation path, world boxes, training on the engine (overfit, resume), CLI."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -122,3 +124,31 @@ def test_coco_boxes_resize_with_their_image():
     boxes = target["boxes"]
     assert len(boxes) > 0 and (boxes[:, 2] <= image.shape[2] + 1).all() and (boxes[:, 3] <= image.shape[1] + 1).all()
     assert (target["labels"] < 80).all()
+
+
+TINY = ["steps=4", "batch_size=2", "warmup_steps=1", "log_every=1", "checkpoint_every=2", "data.image_size=48",
+        "data.train_sizes=[48,56]", "data.train_images=8", "data.eval_images=2", "channels=16", "num_blocks=1"]
+
+
+def test_cli_train_resumes_exactly_and_evaluates(tmp_path, capsys):
+    from florence_lib.cli import main
+
+    assert main(["detect", "train", "--profile", "smoke", "--run-dir", str(tmp_path / "a"), "--set", *TINY]) == 0
+    # A run killed after its step-2 checkpoint: resume from that checkpoint in a fresh run dir.
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "step-00000002", tmp_path / "b" / "checkpoints" / "step-00000002")
+    assert main(["detect", "train", "--profile", "smoke", "--run-dir", str(tmp_path / "b"), "--set", *TINY]) == 0
+
+    def losses(run):
+        return {r["step"]: r["loss"] for r in RunDir(tmp_path / run).metrics() if r.get("split") == "train"}
+
+    a, b = losses("a"), losses("b")
+    assert sorted(a) == [1, 2, 3, 4] and sorted(b) == [3, 4]
+    assert [a[3], a[4]] == pytest.approx([b[3], b[4]], rel=1e-6)  # the same losses after the resume
+    record = RunDir(tmp_path / "a").metrics()[-1]
+    assert record["task"] == "detection" and record["dataset"] == "world" and "AP50" in record
+    assert main(["detect", "evaluate", "--profile", "smoke", "--detector", str(tmp_path / "a"),
+                 "--run-dir", str(tmp_path / "e"), "--set", *TINY]) == 0
+    assert (tmp_path / "e" / "detections_test.json").is_file()
+    capsys.readouterr()
+    assert main(["detect", "train", "--set", "data.no_such_key=1"]) == 2
+    assert "data.no_such_key" in capsys.readouterr().err

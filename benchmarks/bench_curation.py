@@ -174,6 +174,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=400, help="rows for the per-stage throughput")
     parser.add_argument("--captions", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--hashes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--keep-minhash", action="store_true",
+                        help="reuse results/curation.json's MinHash runs (they take ~10 minutes) instead of rerunning")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]))))
@@ -182,7 +184,8 @@ def main() -> None:
                           "load_avg_at_start": os.getloadavg()},
               "stages": stage_throughput(args.rows),
               "dedup_error_rates": dedup_error_rates(),
-              "minhash": [run_child("minhash", n) for n in args.captions],
+              "minhash": (json.loads((RESULTS / "curation.json").read_text())["minhash"] if args.keep_minhash
+                          else [run_child("minhash", n) for n in args.captions]),
               "image_dedup": [run_child("dedup", n) for n in args.hashes]}
     for key in ("minhash", "image_dedup"):
         runs = report[key]

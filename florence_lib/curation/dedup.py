@@ -99,7 +99,11 @@ class HammingIndex:
     the chains in vectorised steps; candidates are then checked on the full code.
     """
 
-    def __init__(self, radius: int, bits: int = 64, width: int = 20):
+    def __init__(self, radius: int, bits: int = 64, width: int | None = None):
+        # Default: as many ~20-bit substrings as fit, then widened to use every bit (64 -> 3 x 21). A wider
+        # substring halves the random candidates per probe; candidates are the part of a query's cost that grows
+        # with the collection (10x hashes: 12.5x CPU time at 3 x 20 bits, 9.7x at 3 x 21, same run).
+        width = width if width is not None else min(24, bits // max(1, bits // 20))
         if not 8 <= width <= min(bits, 24):
             raise ValueError(f"width: {width} must be in [8, min(bits, 24)]")
         self.radius, self.nbytes, self.width, self.nhash = radius, bits // 8, width, bits // width

@@ -429,8 +429,8 @@ def test_user_captions_json_and_csv_resolve_for_retrieval(user_sets):
     ("zero-shot", "{root}/bad_templates", "templates.txt:1: template 'a photo' has no '{{}}'"),
     ("zero-shot", "{root}/empty", "no class folders with images"),
 ])
-def test_cli_refuses_a_bad_dataset_before_building_a_model(user_sets, monkeypatch, capsys, protocol, dataset,
-                                                           expected):
+def test_cli_refuses_a_bad_dataset_before_building_a_model(user_sets, monkeypatch, capsys, tmp_path, protocol,
+                                                           dataset, expected):
     import florence_lib.evaluation.evaluator as evaluator
 
     for name, text in (("bad_names", "green\tgreen\nBlueSky blue sky\n"), ("bad_templates", "a photo\n")):
@@ -439,7 +439,9 @@ def test_cli_refuses_a_bad_dataset_before_building_a_model(user_sets, monkeypatc
         (user_sets / name / ("classnames.txt" if name == "bad_names" else "templates.txt")).write_text(text)
     (user_sets / "empty" / "a").mkdir(parents=True, exist_ok=True)
     monkeypatch.setattr(evaluator.Evaluator, "from_config", lambda *a, **k: pytest.fail("a model was built"))
-    rc = cli_main(["evaluate", protocol, "--dataset", *dataset.format(root=user_sets).split(), "--run-dir", "x"])
+    rc = cli_main(["evaluate", protocol, "--dataset", *dataset.format(root=user_sets).split(),
+                   "--run-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and expected.format() in err, err
 

@@ -14,6 +14,7 @@ from ..evaluation.plots import display_image
 from ._grid import image_grid
 
 
+@torch.no_grad()
 def search_images(query: str, encode_text: TextEncoder, image_features: torch.Tensor,
                   k: int = 8) -> list[tuple[int, float]]:
     """The ``k`` images closest to the text ``query`` (cosine), best first, as (index, similarity)."""

@@ -25,6 +25,7 @@ class Predictions:
         return [(self.classes[j], float(v)) for v, j in zip(values, idx.tolist())]
 
 
+@torch.no_grad()
 def predict(encode_text: TextEncoder, image_features: torch.Tensor, classes: Sequence[str],
             templates: Sequence[str]) -> Predictions:
     """Prompt-ensemble zero-shot probabilities of every image over ``classes`` (the protocol of Table 1)."""

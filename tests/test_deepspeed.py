@@ -219,5 +219,5 @@ def test_cluster_dry_run_prints_commands_and_resolved_configs(capsys: pytest.Cap
     assert "data.batch_size: 24576 is not divisible by world size 40" in capsys.readouterr().err
     assert main(["--gpus-per-node", "4"]) == 2
     assert "hpz_partition_size: 8 must divide" in capsys.readouterr().err
-    assert main(["--sbatch", str(tmp_path / "job.sbatch")]) == 0
+    assert main(["--sbatch", str(tmp_path / "job.sbatch"), "--workdir", str(tmp_path)]) == 0  # log folder in tmp
     assert (tmp_path / "job.sbatch").read_text().startswith("#!/bin/bash")

@@ -97,3 +97,16 @@ def test_local_dry_run_prints_the_torchrun_line_without_running(capsys: pytest.C
     assert "-m torch.distributed.run --standalone --nproc_per_node=2 -m florence_lib pretrain --profile smoke " \
            "--run-dir runs/cluster-local --config cluster/local.yaml" in out
     assert "# world 2 = 2 local ranks; batch 8 = 2 ranks" in out
+
+
+def test_submit_without_slurm_refuses_instead_of_running_the_cluster_job_here(tmp_path: Path) -> None:
+    import shutil
+
+    from florence_lib.launch.submit import job_port, submit
+
+    if shutil.which("sbatch"):
+        pytest.skip("Slurm is present")
+    plan = plan_launch(ClusterConfig(workdir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="no Slurm cluster found here"):
+        submit(plan, tmp_path / "submitit")
+    assert job_port("12345") == 20000 + 12345 % 20000 and job_port("4242_7") == 24242

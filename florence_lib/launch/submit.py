@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..config import ConfigError
 from ..runs import read_metrics
 from .plan import LaunchPlan, time_minutes
 
@@ -63,6 +64,9 @@ def submit(plan: LaunchPlan, folder: str | Path, cluster: str | None = None) -> 
     c = plan.cluster
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     local = executor.cluster in ("local", "debug")
+    if local and cluster is None:  # submitit falls back to this machine when it finds no Slurm: say so instead
+        raise ConfigError(f"no Slurm cluster found here (submitit chose {executor.cluster!r}); submit from a login "
+                          "node, or run it on this machine explicitly (--executor local, cluster='local')")
     params: dict[str, Any] = {"name": c.name, "timeout_min": time_minutes(c.time), "nodes": c.num_nodes,
                               "tasks_per_node": c.tasks_per_node, "cpus_per_task": c.cpus_per_task}
     if local:  # this machine: one node, the plan's ranks (plan_launch(..., local_ranks=N))

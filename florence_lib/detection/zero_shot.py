@@ -5,10 +5,15 @@ categories it never saw, its proposals are labelled CLIP-style: a region embeddi
 prompt-ensemble text embeddings of the category names, score = objectness x class probability. Region embeddings:
 
 - ``crops`` (default): the proposal, widened by ``crop_context`` per side, cropped from the image, resized to
-  ``crop_size`` and passed through the whole image tower + projection. Most faithful to what UniCL was trained on
-  (whole images of objects), and the only choice that works on small images, where a stride-32 map has a few cells;
+  ``crop_size`` and passed through the whole image tower + projection: what UniCL was trained on (whole images
+  of objects), one tower pass per proposal;
 - ``roi_align``: RoI-align (2x2, stride 32) on CoSwin's last stage, averaged, then the tower's final LayerNorm and
   the image projection: one backbone pass per image, but untrained for regions (no region-text fine-tuning).
+
+Measured on the world's held-out split (quick profile, interim UniCL checkpoint, the same proposals, 200 scenes):
+AP50 0.099 with crops, 0.117 with RoI-align, 0.014 for the text-free baseline, 0.974 for the proposal oracle.
+Crops stay the default: the difference is within what 200 scenes resolve, and crops do not depend on the map
+being fine enough to hold a region (a stride-32 map of a 96-px scene has 3x3 cells).
 
 On the world: the held-out split; the prompts are the 8 held-out colour-shape pairs (never shown in pretraining
 nor, by label, in detection training), as a new detection set's category names would be; AP is over them (the

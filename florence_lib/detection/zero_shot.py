@@ -5,13 +5,20 @@ categories it never saw, its proposals are labelled CLIP-style: a region embeddi
 prompt-ensemble text embeddings of the category names, score = objectness x class probability. Region embeddings:
 
 - ``crops`` (default): the proposal, widened by ``crop_context`` per side, cropped from the image, resized to
-  ``crop_size`` and passed through the whole image tower + projection. Most faithful to what UniCL was trained on
-  (whole images of objects), and the only choice that works on small images, where a stride-32 map has a few cells;
+  ``crop_size`` and passed through the whole image tower + projection: what UniCL was trained on (whole images
+  of objects), one tower pass per proposal;
 - ``roi_align``: RoI-align (2x2, stride 32) on CoSwin's last stage, averaged, then the tower's final LayerNorm and
   the image projection: one backbone pass per image, but untrained for regions (no region-text fine-tuning).
 
-On the world: the held-out split, categories = the 64 colour-shape pairs, AP over the held-out pairs (never shown in
-pretraining nor, by label, in detection training). Beside it: the text-free baseline that labels every proposal
+Measured on the world's held-out split (quick profile, interim UniCL checkpoint, the same proposals, 200 scenes):
+AP50 0.099 with crops, 0.117 with RoI-align, 0.014 for the text-free baseline, 0.974 for the proposal oracle.
+Crops stay the default: the difference is within what 200 scenes resolve, and crops do not depend on the map
+being fine enough to hold a region (a stride-32 map of a 96-px scene has 3x3 cells).
+
+On the world: the held-out split; the prompts are the 8 held-out colour-shape pairs (never shown in pretraining
+nor, by label, in detection training), as a new detection set's category names would be; AP is over them (the
+scenes' other objects, of seen pairs, are not evaluated: a proposal on one that is labelled a held-out pair is a
+false positive). Beside it: the text-free baseline that labels every proposal
 with the most frequent held-out category, and the oracle that labels each proposal with the category of the box it
 overlaps most (the ceiling the proposals allow).
 """
@@ -70,7 +77,10 @@ def zero_shot_detection(proposer: DyHeadDetector, unicl: torch.nn.Module, source
     beside the most-frequent-class baseline and the proposal oracle. Returns metrics and what was drawn."""
     unicl.eval()
     proposals, targets, sizes = predict(proposer, source, side, cfg.eval_images)
-    classifier = zero_shot_classifier(text_encoder(unicl, tokenizer or Tokenizer()), source.categories, templates)
+    # The label space is the evaluated categories, as on a new detection set whose names are the prompts.
+    names = [source.categories[c] for c in eval_categories]
+    classifier = zero_shot_classifier(text_encoder(unicl, tokenizer or Tokenizer()), names, templates)
+    to_category = torch.tensor(eval_categories)
     ours, baseline, oracle = [], [], []
     counts = Counter(int(lbl) for t in targets for lbl in t["labels"] if int(lbl) in eval_categories)
     most_frequent = counts.most_common(1)[0][0] if counts else eval_categories[0]
@@ -85,7 +95,7 @@ def zero_shot_detection(proposer: DyHeadDetector, unicl: torch.nn.Module, source
         probs = (100 * region_embeddings(unicl, image, boxes, cfg) @ classifier).softmax(-1)
         top_p, top_c = probs.topk(cfg.labels_per_box, dim=-1)
         ours.append({"boxes": boxes.repeat_interleave(cfg.labels_per_box, 0),
-                     "scores": (objectness[:, None] * top_p).flatten(), "labels": top_c.flatten()})
+                     "scores": (objectness[:, None] * top_p).flatten(), "labels": to_category[top_c.flatten()]})
         baseline.append({"boxes": boxes, "scores": objectness, "labels": torch.full((n,), most_frequent)})
         if len(target["boxes"]):
             best = box_iou(boxes, target["boxes"]).argmax(1)

@@ -95,7 +95,13 @@ def build_model(spec: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] 
 
 
 def build_engine(cfg: PretrainConfig, model: nn.Module, device: torch.device, step: int = 0) -> Engine:
-    """Optimizer, schedule and engine for ``model``, starting at global ``step`` (the seam a DeepSpeed run swaps)."""
+    """Optimizer, schedule and engine for ``model``, starting at global ``step`` (the seam a DeepSpeed run swaps).
+
+    ``precision: auto`` is resolved by :func:`pretrain` with a probe; called alone, this takes the choice that is
+    never slow (bf16 on a CUDA device that has it, else fp32)."""
+    if cfg.precision == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        cfg = dataclasses.replace(cfg, precision="bf16" if bf16 else "fp32")
     model.to(device)
     o = cfg.optim
     optimizer = build_optimizer(model, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
@@ -242,7 +248,8 @@ def run_precision(cfg: PretrainConfig, model: nn.Module, phase: Phase, tokenizer
     if previous is not None and previous.get("requested") == cfg.precision:
         info = {**previous, "kept_on_resume": True}
     elif cfg.precision == "auto":
-        batch = move_to(next(iter(phase_loader(cfg, phase, tokenizer, 0))), device)
+        batches, _ = phase_loader(cfg, phase, tokenizer, 0)
+        batch = move_to(next(iter(batches)), device)
         _, info = resolve_precision("auto", device, model, ContrastiveObjective(cfg.loss), batch)
     else:
         _, info = resolve_precision(cfg.precision, device)

@@ -84,7 +84,7 @@ def test_submitit_local_executor_runs_the_job_and_leaves_a_checkpoint(tmp_path: 
     job = submit(plan, tmp_path / "submitit", cluster="local")
     assert job.result() == 0, job.stderr()
     p = progress(plan)
-    assert p["last_train"]["step"] == 2 and p["records"] == 2
+    assert p["last_train"]["step"] == 2 and p["records"] == 3  # two train steps + the data counts at the end
     ckpt = latest_checkpoint(tmp_path / "runs" / "florence-pretrain-smoke" / "checkpoints")
     model, config = load_checkpoint(ckpt)
     assert config["data"]["batch_size"] == plan.pretrain.data.batch_size and sum(

@@ -99,3 +99,17 @@ def test_the_reports_own_records_are_excluded(run: Path) -> None:
     collected = collect_records(run, exclude=("12_results",))
     assert "12_results" not in collected.notebooks
     assert all(r["task"] != "report" for r in collected.records)
+
+
+def test_claims_with_confidence_intervals_are_reported(run: Path) -> None:
+    claim = {"task": "ablation_claim", "dataset": "world", "claim": "unicl_vs_clip", "arm_a": "unicl_short",
+             "arm_b": "clip_short", "metric": "i2t_r1", "mean_a": 0.30, "ci95_a": 0.02, "mean_b": 0.25,
+             "ci95_b": 0.03, "difference": 0.05, "p_value": 0.01, "significant": True}
+    arms = [{"task": "ablation", "dataset": "world", "arm": a, "metric": "i2t_r1", "mean": 0.3, "ci95": 0.02}
+            for a in ("unicl_short", "clip_short")]
+    write(run, "02_unicl_pretraining", [claim, {**claim, "metric": "t2i_r1", "significant": False}, *arms])
+    report = build_report(collect_records(run))
+    assert len(report.claims) == 2 and not any(r["task"].startswith("ablation") for r in report.unplaced)
+    md = report.markdown()
+    assert "| unicl_vs_clip | i2t_r1 | unicl_short 0.300 +- 0.020 | clip_short 0.250 +- 0.030 | +0.050 | 0.01 | yes |" in md
+    assert "significant at 0.05" in report_html(report, run)

@@ -33,7 +33,7 @@ from .tables import (
 )
 
 Record = dict[str, Any]
-SETTING_KEYS = ("k_shot", "n_way", "features", "mode", "split", "protocol")
+SETTING_KEYS = ("k_shot", "n_way", "features", "mode", "split", "protocol", "arm", "claim", "metric")
 """Record fields that distinguish two measurements of the same task on the same data set."""
 
 
@@ -160,14 +160,34 @@ class TableResult:
         return text
 
 
+CLAIM_TASK = "ablation_claim"
+"""Notebook 02's records of the paper's claims (UniCL vs CLIP, long vs short captions, ...), arm a against b."""
+
+
+def claims_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    """The claims as a table: each arm's mean +- 95% CI, the difference, Welch's p and the verdict at 0.05."""
+    if not records:
+        return ""
+    lines = ["**The paper's claims, measured (notebook 02; mean +- 95% CI over seeds)**", "",
+             "| claim | metric | arm a | arm b | a - b | p | significant |", "|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['claim']} | {r['metric']} | {r['arm_a']} {r['mean_a']:.3f} +- {r['ci95_a']:.3f} | "
+                     f"{r['arm_b']} {r['mean_b']:.3f} +- {r['ci95_b']:.3f} | {r['difference']:+.3f} | "
+                     f"{r['p_value']:.3g} | {'yes' if r['significant'] else 'no'} |")
+    return "\n".join(lines)
+
+
 @dataclass
 class Report:
     tables: list[TableResult]
     unplaced: list[Record]
     duplicates: list[str]
+    claims: list[Record] = field(default_factory=list)
 
     def markdown(self) -> str:
         parts = [t.markdown() for t in self.tables]
+        if self.claims:
+            parts.append(claims_markdown(self.claims))
         if self.unplaced:
             parts.append("**Records no table takes**\n\n" + "\n".join(
                 f"- {r['notebook']}: {r['task']} / {r['dataset']}" for r in self.unplaced))
@@ -207,8 +227,10 @@ def build_report(collected: Collected) -> Report:
         ours = [row for row in plan.rows(_model_label(records), records) if row.values] if records else []
         gaps = [g for e in plan.expected for g in _gaps(e, records, collected)]
         results.append(TableResult(plan.number, ALL_TABLES[plan.number], ours, gaps))
+    claims = [r for r in collected.records if r["task"] == CLAIM_TASK]
+    placed.update(id(r) for r in collected.records if r["task"] in (CLAIM_TASK, "ablation"))
     unplaced = [r for r in collected.records if id(r) not in placed]
-    return Report(results, unplaced, collected.duplicates)
+    return Report(results, unplaced, collected.duplicates, claims)
 
 
 # -------------------------------------------------------------------------------------------------- HTML
@@ -252,6 +274,16 @@ def report_html(report: Report, run_dir: str | Path, title: str = "Florence repr
     """One self-contained page: ``preamble`` (HTML), every table with its gaps, unplaced records, figures."""
     run_dir = Path(run_dir)
     sections = [table_html(t) for t in report.tables]
+    if report.claims:
+        rows = "".join(
+            f"<tr><td>{html.escape(str(r['claim']))}</td><td>{html.escape(str(r['metric']))}</td>"
+            f"<td>{html.escape(str(r['arm_a']))} {r['mean_a']:.3f} ± {r['ci95_a']:.3f}</td>"
+            f"<td>{html.escape(str(r['arm_b']))} {r['mean_b']:.3f} ± {r['ci95_b']:.3f}</td>"
+            f"<td>{r['difference']:+.3f}</td><td>{r['p_value']:.3g}</td>"
+            f"<td>{'yes' if r['significant'] else 'no'}</td></tr>" for r in report.claims)
+        sections.append("<h2>The paper's claims, measured (mean ± 95% CI over seeds)</h2><table><tr><th>claim</th>"
+                        "<th>metric</th><th>arm a</th><th>arm b</th><th>a - b</th><th>p (Welch)</th>"
+                        f"<th>significant at 0.05</th></tr>{rows}</table>")
     if report.unplaced:
         sections.append("<h2>Records no table takes</h2><ul>" + "".join(
             f"<li>{html.escape(r['notebook'])}: {html.escape(str(r['task']))} / {html.escape(str(r['dataset']))}"

@@ -7,7 +7,12 @@ from timm.models.swin_transformer import WindowAttention, window_partition, wind
 
 from florence_lib.data.world import World, WorldClassification, WorldConfig
 from florence_lib.models import create_image_encoder
-from florence_lib.models.coswin import CoSwinBlock, relative_position_index, window_attention_mask, window_order
+from florence_lib.models.coswin import (
+    CoSwinBlock,
+    relative_position_index,
+    window_attention_mask,
+    window_order,
+)
 
 
 def reference_attention(block: CoSwinBlock, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

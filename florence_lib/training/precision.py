@@ -51,8 +51,8 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module | N
                       ) -> tuple[str, dict[str, Any]]:
     """The precision to train in, and a record of how it was chosen (for ``meta.json``).
 
-    An explicit precision passes through. ``auto`` needs ``model``, ``objective`` and ``batch`` on a CPU, where it
-    probes fp32 then bf16 on :data:`PROBE_SAMPLES` samples of ``batch`` (bf16 gives up once a pass takes 3x
+    An explicit precision passes through. ``auto`` on a CPU with ``model``, ``objective`` and ``batch`` probes fp32
+    then bf16 (without them it is fp32) on :data:`PROBE_SAMPLES` samples of ``batch`` (bf16 gives up once a pass takes 3x
     fp32's best: it has already lost).
     """
     if precision not in PRECISIONS:
@@ -62,8 +62,8 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module | N
     if device.type == "cuda":
         resolved = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return resolved, {"requested": "auto", "resolved": resolved, "reason": f"CUDA: {resolved}"}
-    if model is None or objective is None or batch is None:
-        raise ValueError("precision: auto on a CPU needs the model, objective and a batch to probe")
+    if model is None or objective is None or batch is None:  # nothing to probe: the safe choice
+        return "fp32", {"requested": "auto", "resolved": "fp32", "reason": "CPU, no probe batch: fp32"}
     probe = _slice_batch(batch, PROBE_SAMPLES)
     fp32 = probe_seconds(model, objective, probe, "fp32", device)
     bf16 = probe_seconds(model, objective, probe, "bf16", device, give_up_after=3 * fp32)

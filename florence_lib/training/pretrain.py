@@ -86,6 +86,8 @@ def build_model(spec: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] 
 def build_engine(cfg: PretrainConfig, model: nn.Module, device: torch.device, step: int = 0) -> Engine:
     """Optimizer, schedule and engine for ``model``, starting at global ``step`` (the seam a DeepSpeed run swaps)."""
     model.to(device)
+    if cfg.precision == "auto":  # pretrain() probes first; called alone: bf16 on CUDA, fp32 on a CPU
+        cfg = dataclasses.replace(cfg, precision=resolve_precision("auto", device)[0])
     o = cfg.optim
     optimizer = build_optimizer(model, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
                                 fused=o.fused)

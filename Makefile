@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BENCH) benchmarks/bench_world.py --n 1000
 	$(BENCH) benchmarks/bench_pretrain.py --steps 3
 	$(BENCH) benchmarks/profile_step.py --tag after
-	$(BENCH) benchmarks/bench_learnability.py --steps 1500 --image-size 64 --train-size 20000
+	$(BENCH) benchmarks/bench_learnability.py --steps 1000 --image-size 48
 	$(BENCH) benchmarks/bench_scaling.py
 	$(BENCH) benchmarks/bench_curation.py
 	$(BENCH) benchmarks/collect_results.py

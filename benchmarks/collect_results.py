@@ -13,7 +13,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 ORDER = ("bench_pretrain", "profile_unicl_tiny_before", "profile_unicl_tiny_after", "profile_unicl_small_before",
-         "profile_unicl_small_after", "learnability", "world", "scaling", "curation", "gpu")
+         "profile_unicl_small_after", "coswin_before_after", "learnability", "learnability_lr1e-3",
+         "learnability_lr2e-3", "learnability_embeddings", "world", "scaling", "curation", "gpu")
 """Sections in reading order; any other results file follows, alphabetically."""
 
 

@@ -88,3 +88,18 @@ def test_coswin_overfits_a_small_world_set():
     with torch.no_grad():
         accuracy = (model(images).argmax(1) == labels).float().mean().item()
     assert accuracy >= 0.95, f"train accuracy {accuracy:.2f} after 60 full-batch steps"
+
+
+def test_compile_key_compiles_in_place_and_keeps_checkpoint_keys():
+    """``compile: true`` must not rename state-dict keys (torch.compile's wrapper would add ``_orig_mod.``)."""
+    from florence_lib.config import from_dict
+    from florence_lib.models import create_model
+    from florence_lib.training.config import PretrainConfig
+    from florence_lib.training.pretrain import build_engine
+
+    cfg = from_dict(PretrainConfig, {"compile": True, "precision": "fp32"})
+    model = create_model("unicl_tiny")
+    keys = list(model.state_dict())
+    build_engine(cfg, model, torch.device("cpu"))
+    assert list(model.state_dict()) == keys
+    assert model.image_encoder._compiled_call_impl is not None  # compiled lazily, at the first forward

@@ -1,7 +1,7 @@
 """``precision: auto``: the training precision this machine runs fastest, measured rather than assumed.
 
 CUDA -> bf16 (fp32 where the GPU has no bf16). A CPU -> whichever of fp32 and bf16 autocast a short probe of the
-model's own forward + backward measures faster: CPUs differ too much to guess. One seen had AMX (bf16 matmul 4x
+model's own forward + backward measures faster (bf16 by a clear margin): CPUs differ too much to guess. One seen had AMX (bf16 matmul 4x
 fp32's peak, yet bf16 autocast was slower for unicl_tiny), another (an AMD EPYC without AMX or AVX512-BF16) ran
 bf16 at ~0.5 GFLOP/s. The probe leaves the model's weights, gradients and the global RNG as it found them, so a
 run's trajectory does not depend on it; the choice and the probe's timings go into the run's ``meta.json``.
@@ -17,6 +17,9 @@ import torch
 from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BF16_MARGIN = 0.8
+"""bf16 is chosen only when its probe takes under 0.8x fp32's: a clear win (it costs precision), and two runs on
+one machine (a straight run and its resumed twin, say) do not flip between the two on timing noise."""
 PROBE_SAMPLES = 8
 """Samples of the probe batch: enough for the step's kernels to be the run's, few enough to cost seconds."""
 
@@ -51,8 +54,8 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module | N
                       ) -> tuple[str, dict[str, Any]]:
     """The precision to train in, and a record of how it was chosen (for ``meta.json``).
 
-    An explicit precision passes through. ``auto`` needs ``model``, ``objective`` and ``batch`` on a CPU, where it
-    probes fp32 then bf16 on :data:`PROBE_SAMPLES` samples of ``batch`` (bf16 gives up once a pass takes 3x
+    An explicit precision passes through. ``auto`` on a CPU with ``model``, ``objective`` and ``batch`` probes fp32
+    then bf16 (without them it is fp32) on :data:`PROBE_SAMPLES` samples of ``batch`` (bf16 gives up once a pass takes 3x
     fp32's best: it has already lost).
     """
     if precision not in PRECISIONS:
@@ -62,12 +65,12 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module | N
     if device.type == "cuda":
         resolved = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return resolved, {"requested": "auto", "resolved": resolved, "reason": f"CUDA: {resolved}"}
-    if model is None or objective is None or batch is None:
-        raise ValueError("precision: auto on a CPU needs the model, objective and a batch to probe")
+    if model is None or objective is None or batch is None:  # nothing to probe: the safe choice
+        return "fp32", {"requested": "auto", "resolved": "fp32", "reason": "CPU, no probe batch: fp32"}
     probe = _slice_batch(batch, PROBE_SAMPLES)
     fp32 = probe_seconds(model, objective, probe, "fp32", device)
     bf16 = probe_seconds(model, objective, probe, "bf16", device, give_up_after=3 * fp32)
-    resolved = "bf16" if bf16 < fp32 else "fp32"
+    resolved = "bf16" if bf16 < BF16_MARGIN * fp32 else "fp32"
     return resolved, {"requested": "auto", "resolved": resolved,
                       "reason": f"CPU probe, forward + backward of {len(probe['image'])} samples",
                       "probe_seconds": {"fp32": fp32, "bf16": bf16}}

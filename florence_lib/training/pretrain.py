@@ -103,6 +103,8 @@ def build_engine(cfg: PretrainConfig, model: nn.Module, device: torch.device, st
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         cfg = dataclasses.replace(cfg, precision="bf16" if bf16 else "fp32")
     model.to(device)
+    if cfg.precision == "auto":  # pretrain() probes first; called alone: bf16 on CUDA, fp32 on a CPU
+        cfg = dataclasses.replace(cfg, precision=resolve_precision("auto", device)[0])
     o = cfg.optim
     optimizer = build_optimizer(model, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
                                 fused=o.fused)

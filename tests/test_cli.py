@@ -39,6 +39,7 @@ def test_info_reports_environment(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "info"])
 def test_every_command_dry_run_prints_its_config(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    extra = {"curate": ["--input", "x.csv", "--output", "out"], "evaluate": ["zero-shot"]}.get(command, [])
+    extra = {"curate": ["--input", "x.csv", "--output", "out"], "evaluate": ["zero-shot"],
+             "vl": ["vqa"]}.get(command, [])
     assert main([command, *extra, "--profile", "smoke", "--dry-run"]) == 0
     assert capsys.readouterr().out.strip()

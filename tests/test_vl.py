@@ -204,3 +204,19 @@ def test_table8_keeps_the_paper_rows_labelled() -> None:
     assert "Florence (paper) | 80.16 | 80.36" in text
     assert "| ours | - | - | 61.00 | 20.00 |" in text
     assert "VQAv2 subset (exact match)" in text and "question only" in text
+
+
+def test_unicl_similarity_weights_hard_negatives(tmp_path) -> None:
+    from florence_lib.models import create_model
+    from florence_lib.training.checkpoint import save_checkpoint
+    from florence_lib.vl.train import unicl_similarity
+
+    ckpt = save_checkpoint(tmp_path, create_model("unicl_tiny"), step=1, model_spec={"name": "unicl_tiny",
+                                                                                       "kwargs": {}})
+    similarity = unicl_similarity(ckpt, Tokenizer(16), torch.device("cpu"))
+    texts = ["a red circle", "a blue star", "two shapes", "a green ring"]
+    weights = similarity({"image": torch.randn(4, 3, 32, 32), "texts": texts})
+    assert weights.shape == (4, 4)
+    torch.testing.assert_close(weights.sum(1), torch.ones(4))
+    index, match = itm_negatives(texts, generator=torch.Generator().manual_seed(0), fraction=1.0, weights=weights)
+    assert match.tolist() == [0, 0, 0, 0] and all(i != j for i, j in enumerate(index.tolist()))

@@ -127,12 +127,16 @@ class Attention(nn.Module):
         self.kv = nn.Linear(width, 2 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None = None,
+                causal: bool = False) -> torch.Tensor:
         b, lq, w = x.shape
         lk, h = context.shape[1], self.heads
         q = self.q(x).view(b, lq, h, w // h).transpose(1, 2)
         k, v = self.kv(context).view(b, lk, 2, h, w // h).permute(2, 0, 3, 1, 4)
         mask = key_mask[:, None, None, :].bool() if key_mask is not None else None
+        if causal:
+            future = torch.ones(lq, lk, dtype=torch.bool, device=x.device).tril()
+            mask = future if mask is None else mask & future
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, lq, w))
@@ -151,9 +155,9 @@ class CoAttentionLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor | None, other: torch.Tensor,
-                other_mask: torch.Tensor | None) -> torch.Tensor:
+                other_mask: torch.Tensor | None, causal: bool = False) -> torch.Tensor:
         h = self.norm_self(x)
-        x = x + self.drop(self.self_attn(h, h, x_mask))
+        x = x + self.drop(self.self_attn(h, h, x_mask, causal))
         x = x + self.drop(self.cross_attn(self.norm_cross(x), self.norm_context(other), other_mask))
         return x + self.drop(self.mlp(self.norm_mlp(x)))
 
@@ -328,6 +332,56 @@ class METERForVQA(nn.Module):
             n for n, p in self.named_parameters() if p.ndim <= 1}
 
 
+class CaptionDecoder(nn.Module):
+    """An autoregressive text decoder on METER's fused states: causal self-attention over the caption so far,
+    cross-attention to the fused image (and prompt) tokens, FFN; the output layer shares the token table."""
+
+    def __init__(self, width: int, vocab_size: int, layers: int = 2, heads: int = 4, max_length: int = 64,
+                 mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.position_embedding = nn.Embedding(max_length, width)
+        self.layers = nn.ModuleList(CoAttentionLayer(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.max_length = max_length
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+
+    def forward(self, input_ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Next-token logits [B, L, vocab] for every prefix of ``input_ids`` [B, L]."""
+        length = input_ids.shape[1]
+        if length > self.max_length:
+            raise ValueError(f"input_ids: {length} tokens exceed the decoder's {self.max_length} positions")
+        x = self.token_embedding(input_ids) + self.position_embedding.weight[:length]
+        for layer in self.layers:
+            x = layer(x, None, memory, memory_mask, causal=True)
+        return self.norm(x) @ self.token_embedding.weight.T
+
+
+class METERCaptioner(nn.Module):
+    """METER + a caption decoder. The fusion sees the image and an empty prompt ([CLS] [SEP]); the decoder
+    attends to all fused tokens. ``forward(images, input_ids)`` gives teacher-forced next-token logits."""
+
+    def __init__(self, cfg: METERConfig, decoder_layers: int = 2, max_length: int = 64) -> None:
+        super().__init__()
+        self.meter = METER(cfg)
+        self.decoder = CaptionDecoder(cfg.width, self.meter.text_encoder.config.vocab_size, decoder_layers,
+                                      cfg.heads, max_length)
+
+    def memory(self, images: torch.Tensor, start_id: int = 101, end_id: int = 102) -> torch.Tensor:
+        prompt = torch.tensor([[start_id, end_id]], device=images.device).expand(images.shape[0], 2)
+        out = self.meter(images, prompt, torch.ones_like(prompt))
+        return torch.cat([out["text"], out["image"]], dim=1)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder(input_ids, self.memory(images))
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"meter.{n}" for n in self.meter.no_weight_decay()} | {
+            n for n, p in self.named_parameters() if p.ndim <= 1 or "embedding" in n}
+
+
 def count_fusion_parameters(cfg: METERConfig) -> dict[str, int]:
     """Parameters per part, built on the meta device (the paper preset costs no memory)."""
     cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, pretrained=False))
@@ -341,5 +395,5 @@ def count_fusion_parameters(cfg: METERConfig) -> dict[str, int]:
     return {"image": n(model.image_encoder), "text": n(model.text_encoder), "fusion": fusion, "total": n(model)}
 
 
-__all__ = ["METER", "METERConfig", "METERForVQA", "METERPretraining", "METERTextConfig", "METER_PRESETS",
+__all__ = ["METER", "CaptionDecoder", "METERCaptioner", "METERConfig", "METERForVQA", "METERPretraining", "METERTextConfig", "METER_PRESETS",
            "MLMHead", "VQAHead", "count_fusion_parameters", "meter_config", "sincos_2d"]

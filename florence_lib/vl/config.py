@@ -51,6 +51,16 @@ class VQATaskConfig:
 
 
 @dataclass
+class CaptionTaskConfig:
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(head_lr_mult=5.0))
+    scenes: int = field(1000, min=1, help="world train scenes (each with all its captions)")
+    test_scenes: int = field(100, min=1, help="world test scenes (references: all their captions)")
+    decoder_layers: int = field(2, min=1)
+    beam: int = field(3, min=1, max=16)
+    max_length: int = field(20, min=1, help="most generated tokens")
+
+
+@dataclass
 class VLConfig:
     model: str = field("meter_tiny", help="METER preset: meter_tiny, meter_paper")
     unicl_checkpoint: str | None = field(None, help="UniCL checkpoint for the image encoder; null: random init")
@@ -66,6 +76,7 @@ class VLConfig:
     world_seed: int = field(0, min=0)
     pretrain: PretrainTaskConfig = field(default_factory=PretrainTaskConfig)
     vqa: VQATaskConfig = field(default_factory=VQATaskConfig)
+    caption: CaptionTaskConfig = field(default_factory=CaptionTaskConfig)
 
     def validate(self) -> None:
         if self.pretrain.hard_negatives and self.unicl_checkpoint is None:

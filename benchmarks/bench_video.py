@@ -1,5 +1,6 @@
 """Training throughput of the tiny Video CoSwin against torchvision's ``swin3d_t`` (random init, no weights
-downloaded), same clips, frames, size, batch and optimizer, in the same run; and the memory per clip.
+downloaded), same clips, frames, size, batch and optimizer, in the same run; and the memory per clip. A third
+row builds Video CoSwin at Swin-T's size (widths, depths, 8x7x7 windows) to compare implementations like for like.
 
 Throughput is clips per second of forward + backward + AdamW step, best of ``--repeats`` timed windows after a
 warm-up. Memory per clip is the growth of peak RSS from batch ``b`` to ``2b`` divided by ``b`` (activations
@@ -26,10 +27,13 @@ RESULTS = Path(__file__).parent / "results"
 def build(name: str):
     import torch
 
-    if name == "video_coswin_tiny":
+    if name.startswith("video_coswin"):
         from florence_lib.models.video_coswin import create_video_encoder
 
-        encoder = create_video_encoder("video_coswin_tiny")
+        # video_coswin_swin_t: Swin-T's widths, depths and 8x7x7 windows, i.e. swin3d_t with conv embeddings
+        encoder = create_video_encoder("video_coswin_tiny") if name == "video_coswin_tiny" else create_video_encoder(
+            "video_coswin_tiny", embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=(7,),
+            temporal_window=(8,))
         return torch.nn.Sequential(encoder, torch.nn.Linear(encoder.num_features, 400))
     from torchvision.models.video import swin3d_t
 
@@ -88,18 +92,22 @@ def main() -> None:
                                args.threads)))
         return
     rows = []
-    for name in ("video_coswin_tiny", "swin3d_t"):
+    for name in ("video_coswin_tiny", "swin3d_t", "video_coswin_swin_t"):
         small, large = run_child(name, args, args.batch), run_child(name, args, 2 * args.batch)
         per_clip = (large["peak_rss_mib"] - small["peak_rss_mib"]) / args.batch
         rows.append({**small, "memory_per_clip_mib": per_clip})
         print(f"{name:18s} {small['params_m']:6.1f}M params  {small['clips_per_s']:7.2f} clips/s  "
               f"{per_clip:7.1f} MiB/clip  (peak {small['peak_rss_mib']:.0f} MiB at batch {args.batch})")
     ratio = rows[0]["clips_per_s"] / rows[1]["clips_per_s"]
-    print(f"video_coswin_tiny / swin3d_t training throughput: {ratio:.1f}x "
+    same_size = rows[2]["clips_per_s"] / rows[1]["clips_per_s"]
+    print(f"video_coswin_tiny / swin3d_t training throughput: {ratio:.1f}x; at Swin-T's size {same_size:.2f}x "
           f"({args.frames} frames at {args.size} px, batch {args.batch}, {args.threads} thread(s))")
     RESULTS.mkdir(exist_ok=True)
-    result = {"frames": args.frames, "size": args.size, "threads": args.threads, "host": platform.node(),
-              "rows": rows, "throughput_ratio": ratio}
+    import torch
+
+    result = {"frames": args.frames, "size": args.size, "batch": args.batch, "threads": args.threads,
+              "host": platform.node(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
+              "rows": rows, "throughput_ratio_tiny": ratio, "throughput_ratio_swin_t_size": same_size}
     (RESULTS / "bench_video.json").write_text(json.dumps(result, indent=2))
 
 

@@ -27,7 +27,7 @@ ACTIONS = ("train", "evaluate", "retrieval")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=ACTIONS, help="what to run")
+    parser.add_argument("action", choices=ACTIONS, nargs="?", default="train", help="what to run (default: train)")
     parser.add_argument("--checkpoint", help="UniCL checkpoint dir, weights file or run dir (default: untrained)")
     parser.add_argument("--recognizer", help="evaluate: action recognizer checkpoint saved by 'video train'")
 

@@ -95,13 +95,7 @@ def build_model(spec: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] 
 
 
 def build_engine(cfg: PretrainConfig, model: nn.Module, device: torch.device, step: int = 0) -> Engine:
-    """Optimizer, schedule and engine for ``model``, starting at global ``step`` (the seam a DeepSpeed run swaps).
-
-    ``precision: auto`` is resolved by :func:`pretrain` with a probe; called alone, this takes the choice that is
-    never slow (bf16 on a CUDA device that has it, else fp32)."""
-    if cfg.precision == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        cfg = dataclasses.replace(cfg, precision="bf16" if bf16 else "fp32")
+    """Optimizer, schedule and engine for ``model``, starting at global ``step`` (the seam a DeepSpeed run swaps)."""
     model.to(device)
     if cfg.precision == "auto":  # pretrain() probes first; called alone: bf16 on CUDA, fp32 on a CPU
         cfg = dataclasses.replace(cfg, precision=resolve_precision("auto", device)[0])

@@ -15,7 +15,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,tensorboard]'
 	@touch $(STAMP)
 
 # The main job: every notebook in numeric order, quick profile, embedded default data -> runs/<timestamp>/

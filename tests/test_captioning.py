@@ -35,7 +35,7 @@ def test_tiny_caption_set_is_learned_and_decoded() -> None:
     data = world_captions(World(WorldConfig(seed=0)), "train", 2, 32, which="long")
     model = METERCaptioner(meter_config("meter_tiny", **TINY), decoder_layers=1, max_length=24)
     opt = load_config(VLConfig, command="vl", profile="smoke").caption.optim
-    opt.steps, opt.lr, opt.batch_size, opt.warmup_fraction = 80, 3e-3, len(data), 0.05
+    opt.steps, opt.lr, opt.batch_size, opt.warmup_fraction = 150, 3e-3, len(data), 0.05
     opt.fusion_lr_mult = opt.head_lr_mult = 1.0
     engine = build_engine(model, CaptionObjective(), opt, torch.device("cpu"), "fp32")
     records = engine.fit(step_loader(data, CaptionCollate(tok), batch_size=len(data), seed=0), opt.steps,

@@ -115,8 +115,6 @@ def test_submit_without_slurm_refuses_instead_of_running_the_cluster_job_here(tm
 @pytest.mark.parametrize(("command", "action"), [("detect", "train"), ("vl", "vqa"), ("video", "train")])
 def test_every_adapter_dispatches_through_the_launcher(command: str, action: str,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from florence_lib.cli import main
-
     assert main(["launch", command, "--command-args", action, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"srun --wait-all-nodes=1 --kill-on-bad-exit=1 python -m florence_lib {command} {action} --profile paper" in out

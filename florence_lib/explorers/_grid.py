@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -32,3 +32,17 @@ def parse_lines(text: str, separators: str = ",\n") -> list[str]:
     for sep in separators[1:]:
         text = text.replace(sep, separators[0])
     return [item.strip() for item in text.split(separators[0]) if item.strip()]
+
+
+def render_into(out: Any, make: Callable[[], Any], errors: tuple[type[Exception], ...]) -> None:
+    """Show ``make()`` in the ipywidgets ``Output`` ``out``, replacing what it held; one of ``errors`` (bad typed
+    input) is printed there instead, any other error propagates."""
+    from IPython.display import display
+
+    out.clear_output(wait=True)
+    with out:
+        try:
+            display(make())
+            plt.close("all")
+        except errors as exc:
+            print(exc)

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from ..curation.data_card import duplicate_clusters
 from ..curation.inputs import read_images
-from ._grid import image_grid
+from ._grid import image_grid, render_into
 
 
 def dropped_by_reason(records: Sequence[Any]) -> dict[str, list[Any]]:
@@ -62,8 +62,6 @@ class CurationInspector:
 
     def widget(self) -> Any:
         import ipywidgets as widgets
-        import matplotlib.pyplot as plt
-        from IPython.display import display
 
         reason = widgets.Dropdown(options=[(f"{k} ({len(v)})", k) for k, v in self.groups.items()],
                                   description="reason")
@@ -72,21 +70,12 @@ class CurationInspector:
         cluster = widgets.IntSlider(0, min=0, max=max(len(self.clusters) - 1, 0), description="cluster")
         out_drop, out_dup = widgets.Output(), widgets.Output()
 
-        def render(out: Any, make: Any) -> None:
-            out.clear_output(wait=True)
-            with out:
-                try:
-                    display(make())
-                    plt.close("all")
-                except (KeyError, IndexError) as exc:
-                    print(exc)
-
         def on_reason(_: Any = None) -> None:
             page.max = max(self.pages(reason.value) - 1, 0) if reason.value else 0
-            render(out_drop, lambda: self.dropped(reason.value, page.value))
+            render_into(out_drop, lambda: self.dropped(reason.value, page.value), (KeyError, IndexError))
 
         def on_cluster(_: Any = None) -> None:
-            render(out_dup, lambda: self.cluster(cluster.value))
+            render_into(out_dup, lambda: self.cluster(cluster.value), (KeyError, IndexError))
 
         reason.observe(on_reason, names="value")
         page.observe(on_reason, names="value")

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from ..evaluation.features import TextEncoder
 from ..evaluation.plots import display_image
-from ._grid import image_grid
+from ._grid import image_grid, render_into
 
 
 @torch.no_grad()
@@ -70,27 +70,16 @@ class RetrievalBrowser:
 
     def widget(self, query: str = "") -> Any:
         import ipywidgets as widgets
-        import matplotlib.pyplot as plt
-        from IPython.display import display
 
         text = widgets.Text(query or self.captions[0], description="caption", layout={"width": "60%"})
         pick = widgets.BoundedIntText(0, min=0, max=len(self.features) - 1, description="image")
         out_text, out_image = widgets.Output(), widgets.Output()
 
-        def render(out: Any, make: Any) -> None:
-            out.clear_output(wait=True)
-            with out:
-                try:
-                    display(make())
-                    plt.close("all")
-                except (ValueError, IndexError) as exc:
-                    print(exc)
-
         def on_text(_: Any = None) -> None:
-            render(out_text, lambda: self.text_to_images(text.value))
+            render_into(out_text, lambda: self.text_to_images(text.value), (ValueError, IndexError))
 
         def on_pick(_: Any = None) -> None:
-            render(out_image, lambda: self.image_to_texts(int(pick.value)))
+            render_into(out_image, lambda: self.image_to_texts(int(pick.value)), (ValueError, IndexError))
 
         text.on_submit(on_text)
         pick.observe(on_pick, names="value")

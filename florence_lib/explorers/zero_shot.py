@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from ..evaluation.features import TextEncoder
 from ..evaluation.plots import display_image
 from ..evaluation.zero_shot import zero_shot_classifier, zero_shot_logits
-from ._grid import image_grid, parse_lines
+from ._grid import image_grid, parse_lines, render_into
 
 
 @dataclass
@@ -74,21 +74,13 @@ class ZeroShotPlayground:
 
     def widget(self) -> Any:
         import ipywidgets as widgets
-        import matplotlib.pyplot as plt
-        from IPython.display import display
 
         classes = widgets.Textarea(self.classes_text, description="classes", layout={"width": "60%"})
         templates = widgets.Textarea(self.templates_text, description="templates", layout={"width": "60%"})
         button, out = widgets.Button(description="classify"), widgets.Output()
 
         def update(_: Any = None) -> None:
-            out.clear_output(wait=True)
-            with out:
-                try:
-                    display(self.run(classes.value, templates.value))
-                    plt.close("all")
-                except ValueError as exc:
-                    print(exc)
+            render_into(out, lambda: self.run(classes.value, templates.value), (ValueError,))
 
         button.on_click(update)
         self._update = update

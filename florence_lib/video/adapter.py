@@ -58,7 +58,8 @@ class VideoAdapter:
         model_cfg = dataclasses.replace(c.model, init=init or c.model.init)
         seed_everything(c.seed)
         train, test, classes = self.datasets()
-        model = ActionRecognizer(video_encoder(self.unicl, model_cfg), len(classes), model_cfg.dropout)
+        model = ActionRecognizer(video_encoder(self.unicl, model_cfg), len(classes), model_cfg.dropout,
+                                 model_cfg.pool)
         start = time.perf_counter()
         curve = train_recognizer(model, train, c.train, device=self.device, seed=c.seed, run_dir=run_dir,
                                  spec=model.spec(), config=c, task=f"action_recognition_{model_cfg.init}")

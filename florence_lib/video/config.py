@@ -29,6 +29,8 @@ class VideoModelConfig:
     window_size: list[int] | None = field(None, min=1, help="spatial window per stage; null: the 2D tower's")
     drop_path_rate: float = field(0.1, min=0.0, max=1.0, help="stochastic depth")
     dropout: float = field(0.5, min=0.0, max=0.99, help="dropout before the classification head")
+    pool: Literal["mean", "mean_diff"] = field(
+        "mean_diff", help="head input: mean over (T, H, W) (Video Swin), or that and late-minus-early change")
 
     def video_overrides(self) -> dict[str, object]:
         """The :class:`~florence_lib.models.video_coswin.VideoCoSwinConfig` keys set here."""

@@ -158,7 +158,8 @@ def test_training_learns_checkpoints_and_resumes(tmp_path):
                                             "log_every": 1}}).train
     run = RunDir(tmp_path / "run")
     curve = train_recognizer(model, Toy(), cfg, device=torch.device("cpu"), seed=0, run_dir=run, spec=model.spec())
-    first, last = sum(r["loss"] for r in curve[:5]) / 5, sum(r["loss"] for r in curve[-5:]) / 5
+    # the order-aware head learns this within a few steps, down to the label-smoothing floor (~0.2)
+    first, last = curve[0]["loss"], sum(r["loss"] for r in curve[-5:]) / 5
     assert last < 0.5 * first
     again = ActionRecognizer(create_video_encoder("video_coswin_tiny", depths=(1, 1), num_heads=(1, 2), temporal_window=(2,)), 2, 0.0)
     assert train_recognizer(again, Toy(), cfg, device=torch.device("cpu"), seed=0, run_dir=run) == []  # resumed

@@ -2,6 +2,9 @@
 
 Reference rows are the paper's (Yuan et al. 2021, arXiv 2111.11432v1), labelled "(paper)"; they were
 transcribed without the PDF at hand on this machine, so check a number against the paper before quoting it.
+Checked against public text (the search tool, no PDF): Florence's Kinetics-600 top-1 87.8 (the paper's abstract)
+and VideoSwin-L's 84.9 / 86.1 K400 / K600 top-1 (the Video Swin abstract). Every other cell, Table 9 included,
+is UNVERIFIED: from memory, not from the paper's table.
 Our rows are measured on the world, whose columns stand to the right: not comparable with MSR-VTT or Kinetics.
 """
 

@@ -88,7 +88,9 @@ class EvalConfig:
                                        "ImageFolder (train/ + test/, or one folder), a COCO-captions .json, "
                                        "a .csv/.tsv of image,caption rows")
     images: str | None = field(None, help="image folder of a COCO-captions .json dataset (default: inferred)")
-    image_size: int = field(64, min=16, max=1024, help="evaluation resolution")
+    image_size: int | None = field(None, min=16, max=1024,
+                                   help="evaluation resolution; null: the one the checkpoint finished at (a model "
+                                        "evaluated at an untrained size loses most of what it learnt), 64 untrained")
     batch_size: int = field(64, min=1, help="images per encoder forward pass")
     max_images: int | None = field(None, min=1, help="cap on images per split (world: images drawn)")
     test_fraction: float = field(0.5, min=0.05, max=0.95,

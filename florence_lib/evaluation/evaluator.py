@@ -9,6 +9,7 @@ plots. Image features are computed once per (set, split) and reused across proto
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ from .metrics import classification_metrics, confusion_matrix
 from .retrieval import retrieval_eval
 from .zero_shot import zero_shot_classifier, zero_shot_logits
 
+UNTRAINED_IMAGE_SIZE = 64  # an untrained preset has no resolution of its own: the world's default side
+
 
 @dataclass
 class Evaluation:
@@ -77,6 +80,9 @@ def load_model(checkpoint: str | Path | None, model: str = "unicl_tiny", seed: i
 class Evaluator:
     def __init__(self, model: nn.Module, cfg: EvalConfig, label: str = "model", world_seed: int = 0,
                  cache_dir: str | Path | None = None, run_dir: RunDir | None = None) -> None:
+        if cfg.image_size is None:  # as the checkpoint was trained last
+            trained = checkpoint_image_size(resolve_checkpoint(cfg.checkpoint)) if cfg.checkpoint else None
+            cfg = dataclasses.replace(cfg, image_size=trained or UNTRAINED_IMAGE_SIZE)
         self.model, self.cfg, self.label, self.world_seed = model, cfg, label, world_seed
         self.run_dir = run_dir
         self.device = resolve_device(cfg.device)
@@ -280,8 +286,6 @@ def notebook_evaluator(notebook: str, *, profile: str, run_dir: str | Path | Non
     ckpt = checkpoint if checkpoint is not None else pretraining_checkpoint(run_dir)
     cfg = load_config(EvalConfig, command="evaluate", profile=profile, overrides=[f"seed={seed}", *overrides])
     cfg.checkpoint = str(ckpt) if ckpt is not None else None
-    if ckpt is not None and not any(o.startswith("image_size=") for o in overrides):
-        cfg.image_size = checkpoint_image_size(resolve_checkpoint(ckpt)) or cfg.image_size  # as trained last
     cfg.data_root = str(data_root) if data_root is not None else None
     out.start(cfg, seed=seed)
     return Evaluator.from_config(cfg, out), out

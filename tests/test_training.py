@@ -25,7 +25,7 @@ from florence_lib.training.checkpoint import (
     save_checkpoint,
 )
 from florence_lib.training.optim import build_optimizer, param_groups
-from florence_lib.training.pretrain import build_model
+from florence_lib.training.pretrain import build_engine, build_model
 from florence_lib.training.schedules import build_scheduler, warmup_cosine
 
 
@@ -102,6 +102,25 @@ def test_no_weight_decay_on_norms_biases_temperature_embeddings(tiny):
     opt = build_optimizer(tiny, lr=1e-3, weight_decay=0.2)
     assert opt.defaults["fused"] is True  # the single-kernel update is available on CPU
 
+
+
+def test_image_lr_gives_the_image_tower_its_own_rate_through_the_schedule():
+    cfg = tiny_config(optim={"warmup_steps": 2, "lr": 1e-4, "image_lr": 1e-3})
+    torch.manual_seed(0)
+    model = create_model("unicl_tiny")
+    engine = build_engine(cfg, model, torch.device("cpu"))
+    assert engine.optimizer.param_groups[0]["initial_lr"] == pytest.approx(1e-4)  # the logged lr is the base lr
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = set()
+    for group in engine.optimizer.param_groups:
+        owners = {names[id(p)].split(".")[0] for p in group["params"]}
+        image = owners <= {"image_encoder", "image_projection"}
+        assert image or not owners & {"image_encoder", "image_projection"}  # no group mixes the towers
+        assert group["initial_lr"] == pytest.approx(1e-3 if image else 1e-4)
+        assert group["lr"] == pytest.approx(group["initial_lr"] / 2)  # warmup step 1 of 2 scales both alike
+        seen |= {names[id(p)] for p in group["params"]}
+    assert {g["weight_decay"] for g in engine.optimizer.param_groups} == {0.0, cfg.optim.weight_decay}
+    assert seen == set(names.values())
 
 # ------------------------------------------------------------------------------------------------- batches
 @pytest.mark.parametrize("preset", ["unicl_tiny", "unicl_minilm_tiny"])

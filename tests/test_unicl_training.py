@@ -10,7 +10,8 @@ import torch
 from florence_lib.config import from_dict
 from florence_lib.data.tokenizer import Tokenizer
 from florence_lib.data.world import World, WorldConfig
-from florence_lib.evaluation.evaluator import notebook_evaluator
+from florence_lib.evaluation.config import EvalConfig
+from florence_lib.evaluation.evaluator import Evaluator, notebook_evaluator
 from florence_lib.models import create_model
 from florence_lib.models.text_encoder import TextTransformer
 from florence_lib.runs import RunDir
@@ -111,3 +112,7 @@ def test_checkpoint_resolution_detector_and_window_change(tmp_path):
     ev, _ = notebook_evaluator("03_zero_shot", profile="smoke", run_dir=tmp_path / "series", data_root=None,
                                checkpoint=checkpoints[-1], seed=0)
     assert ev.cfg.image_size == 48
+    cli = Evaluator.from_config(from_dict(EvalConfig, {"checkpoint": str(checkpoints[0])}))  # `evaluate` too
+    assert cli.cfg.image_size == 32
+    assert Evaluator.from_config(from_dict(EvalConfig, {"checkpoint": str(checkpoints[0]), "image_size": 40})
+                                 ).cfg.image_size == 40  # an explicit size wins

@@ -18,6 +18,8 @@ class LinearProbeConfig:
     """CLIP's protocol: L-BFGS logistic regression, C swept on a validation split, refit on train + val."""
 
     val_fraction: float = field(0.2, min=0.01, max=0.9, help="share of train held out for the C sweep")
+    max_train_images: int | None = field(None, min=1, help="cap on the probe's training images (null: "
+                                                         "max_images); CLIP's probe trains on the whole train split")
     steps_per_decade: int = field(8, min=1, max=64, help="resolution at which the search over log10(C) stops")
     max_iter: int = field(1000, min=1, help="L-BFGS iterations per fit")
     selection: Literal["top1", "mean_per_class"] = field("top1", help="validation metric that picks C")
@@ -88,7 +90,9 @@ class EvalConfig:
                                        "ImageFolder (train/ + test/, or one folder), a COCO-captions .json, "
                                        "a .csv/.tsv of image,caption rows")
     images: str | None = field(None, help="image folder of a COCO-captions .json dataset (default: inferred)")
-    image_size: int = field(64, min=16, max=1024, help="evaluation resolution")
+    image_size: int | None = field(None, min=16, max=1024,
+                                   help="evaluation resolution; null: the one the checkpoint finished at (a model "
+                                        "evaluated at an untrained size loses most of what it learnt), 64 untrained")
     batch_size: int = field(64, min=1, help="images per encoder forward pass")
     max_images: int | None = field(None, min=1, help="cap on images per split (world: images drawn)")
     test_fraction: float = field(0.5, min=0.05, max=0.95,

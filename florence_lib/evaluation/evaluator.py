@@ -9,6 +9,7 @@ plots. Image features are computed once per (set, split) and reused across proto
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ from .metrics import classification_metrics, confusion_matrix
 from .retrieval import retrieval_eval
 from .zero_shot import zero_shot_classifier, zero_shot_logits
 
+UNTRAINED_IMAGE_SIZE = 64  # an untrained preset has no resolution of its own: the world's default side
+
 
 @dataclass
 class Evaluation:
@@ -77,13 +80,16 @@ def load_model(checkpoint: str | Path | None, model: str = "unicl_tiny", seed: i
 class Evaluator:
     def __init__(self, model: nn.Module, cfg: EvalConfig, label: str = "model", world_seed: int = 0,
                  cache_dir: str | Path | None = None, run_dir: RunDir | None = None) -> None:
+        if cfg.image_size is None:  # as the checkpoint was trained last
+            trained = checkpoint_image_size(resolve_checkpoint(cfg.checkpoint)) if cfg.checkpoint else None
+            cfg = dataclasses.replace(cfg, image_size=trained or UNTRAINED_IMAGE_SIZE)
         self.model, self.cfg, self.label, self.world_seed = model, cfg, label, world_seed
         self.run_dir = run_dir
         self.device = resolve_device(cfg.device)
         self.model.to(self.device).eval()
         self.tokenizer = Tokenizer()
         self.cache_dir = Path(cache_dir) if cache_dir is not None and cfg.cache_classifiers else None
-        self._features: dict[tuple[str, str, bool, str], tuple[ClassificationSet, ImageFeatures]] = {}
+        self._features: dict[tuple[str, str, bool, str, int | None], tuple[ClassificationSet, ImageFeatures]] = {}
 
     @classmethod
     def from_config(cls, cfg: EvalConfig, run_dir: RunDir | None = None) -> Evaluator:
@@ -101,19 +107,19 @@ class Evaluator:
         return {"task": task, "dataset": label, **where, "model": self.label, "checkpoint": self.cfg.checkpoint,
                 "image_size": self.cfg.image_size, **metrics}
 
-    def classification_set(self, name: str, split: Split) -> ClassificationSet:
+    def classification_set(self, name: str, split: Split, max_images: int | None = None) -> ClassificationSet:
         c = self.cfg
         return classification_set(name, split, data_root=c.data_root, image_size=c.image_size,
-                                  max_images=c.max_images, test_fraction=c.test_fraction,
+                                  max_images=max_images or c.max_images, test_fraction=c.test_fraction,
                                   world_seed=self.world_seed, seed=c.seed)
 
-    def features(self, name: str, split: Split, flip: bool = False, kind: FeatureKind = "embedding"
-                 ) -> tuple[ClassificationSet, ImageFeatures]:
+    def features(self, name: str, split: Split, flip: bool = False, kind: FeatureKind = "embedding",
+                 max_images: int | None = None) -> tuple[ClassificationSet, ImageFeatures]:
         """The set and its frozen image features of ``kind`` (and their mirrored twins with ``flip``),
-        computed once."""
-        key = (name, split, flip, kind)
+        computed once; ``max_images`` overrides the config's cap."""
+        key = (name, split, flip, kind, max_images)
         if key not in self._features:
-            data = self.classification_set(name, split)
+            data = self.classification_set(name, split, max_images)
             feats = image_features(image_encoder(self.model, self.device, kind), data.dataset,
                                    self.cfg.batch_size, self.device, flip=flip,
                                    desc=f"{name} {split} features")
@@ -149,7 +155,7 @@ class Evaluator:
     def linear_probe(self, name: str) -> Evaluation:
         """Table 2: CLIP's logistic-regression probe on frozen features, C swept on a split of train."""
         lp = self.cfg.linear_probe
-        _, train = self.features(name, "train", kind=lp.features)
+        _, train = self.features(name, "train", kind=lp.features, max_images=lp.max_train_images)
         data, test = self.features(name, "test", kind=lp.features)
         res = linear_probe(train.features, train.labels, test.features, test.labels,
                            val_fraction=lp.val_fraction, selection=lp.selection,
@@ -280,8 +286,6 @@ def notebook_evaluator(notebook: str, *, profile: str, run_dir: str | Path | Non
     ckpt = checkpoint if checkpoint is not None else pretraining_checkpoint(run_dir)
     cfg = load_config(EvalConfig, command="evaluate", profile=profile, overrides=[f"seed={seed}", *overrides])
     cfg.checkpoint = str(ckpt) if ckpt is not None else None
-    if ckpt is not None and not any(o.startswith("image_size=") for o in overrides):
-        cfg.image_size = checkpoint_image_size(resolve_checkpoint(ckpt)) or cfg.image_size  # as trained last
     cfg.data_root = str(data_root) if data_root is not None else None
     out.start(cfg, seed=seed)
     return Evaluator.from_config(cfg, out), out

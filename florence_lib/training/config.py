@@ -50,6 +50,9 @@ class OptimConfig:
     """AdamW with decoupled weight decay and a warmup-cosine schedule over all phases."""
 
     lr: float = field(5e-4, min=0.0, max=1.0, help="peak learning rate")
+    image_lr: float | None = field(None, min=0.0, max=1.0,
+                                   help="peak lr of the image tower and its projection (null: lr); the text "
+                                        "tower collapses at rates the image tower needs (issue 10)")
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98], min=0.0, max=0.999999)
     eps: float = field(1e-6, min=0.0, max=1.0)
     weight_decay: float = field(0.2, min=0.0, max=1.0, help="decoupled; none on norms/biases/temperature/embeddings")

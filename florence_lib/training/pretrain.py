@@ -100,8 +100,9 @@ def build_engine(cfg: PretrainConfig, model: nn.Module, device: torch.device, st
     if cfg.precision == "auto":  # pretrain() probes first; called alone: bf16 on CUDA, fp32 on a CPU
         cfg = dataclasses.replace(cfg, precision=resolve_precision("auto", device)[0])
     o = cfg.optim
+    image_lr = None if o.image_lr is None else {"image_encoder.": o.image_lr, "image_projection.": o.image_lr}
     optimizer = build_optimizer(model, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
-                                fused=o.fused)
+                                fused=o.fused, lr_by_prefix=image_lr)
     scheduler = build_scheduler(optimizer, warmup_steps=o.warmup_steps, total_steps=cfg.total_steps,
                                 min_lr_ratio=o.min_lr_ratio, last_step=step - 1)
     d, objective = cfg.distributed, ContrastiveObjective(cfg.loss)

@@ -72,7 +72,8 @@ def model_factory(variant: str):  # noqa: ANN201 - a METERForVQA subclass
             super().__init__(cfg, num_answers)
             if variant in ("oracle", "cnn"):  # under meter.: the fusion's learning rate
                 self.meter.tokens = (OracleTokens if variant == "oracle" else CNNTokens)(cfg.width)
-                self.meter.image_tokens = self.meter.tokens
+                # an instance attribute outside nn.Module's registry shadows METER.image_tokens
+                object.__setattr__(self.meter, "image_tokens", self.meter.tokens)
                 self.meter.image_encoder.requires_grad_(False)
     return Variant
 

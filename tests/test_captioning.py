@@ -9,9 +9,15 @@ from florence_lib.data.tokenizer import Tokenizer
 from florence_lib.data.world import World, WorldConfig
 from florence_lib.models.meter import METERCaptioner, meter_config
 from florence_lib.training.batches import step_loader
-from florence_lib.vl.captioning import CaptionObjective, beam_search, greedy
+from florence_lib.vl.captioning import (
+    CaptionObjective,
+    beam_search,
+    caption_scores,
+    greedy,
+    most_frequent_caption,
+)
 from florence_lib.vl.config import VLConfig
-from florence_lib.vl.data import CaptionCollate, world_captions
+from florence_lib.vl.data import CaptionCollate, ListDataset, world_captions
 from florence_lib.vl.train import build_engine
 
 TINY = {"text": {"pretrained": False, "width": 32, "layers": 1, "heads": 2}, "width": 64}
@@ -48,3 +54,12 @@ def test_tiny_caption_set_is_learned_and_decoded() -> None:
     for image, ids in zip(images, greedy(model, images, tok.start_id, tok.end_id, 24), strict=True):
         assert beam_search(model, image, tok.start_id, tok.end_id, beam=1, max_length=24) == ids
         assert len(beam_search(model, image, tok.start_id, tok.end_id, beam=3, max_length=24)) > 0
+
+
+def test_most_frequent_caption_is_the_trivial_baseline() -> None:
+    texts = ("A red circle.", "a red circle", "a blue square", "a big blue square", "a blue square")
+    assert most_frequent_caption(ListDataset([{"text": t} for t in texts])) == "a red circle"  # tie: shorter
+    more = ListDataset([{"text": t} for t in (*texts, "a blue square")])
+    assert most_frequent_caption(more) == "a blue square"
+    scores = caption_scores(["a blue square"] * 2, [["a blue square"], ["a red circle"]])
+    assert 0 < scores["bleu4"] < 1 and scores["cider"] > 0

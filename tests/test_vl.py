@@ -17,7 +17,13 @@ from florence_lib.vl.data import QuestionCollate, world_question_type, world_que
 from florence_lib.vl.itm import itm_negatives
 from florence_lib.vl.masking import IGNORE, mask_tokens
 from florence_lib.vl.objectives import VQAObjective
-from florence_lib.vl.train import MASK_ID, build_engine, evaluate_predictions, predict_vqa
+from florence_lib.vl.train import (
+    MASK_ID,
+    build_engine,
+    evaluate_predictions,
+    predict_vqa,
+    resolve_meter_config,
+)
 from florence_lib.vl.vqa_metrics import exact_match, normalize_answer, vqa_accuracy
 
 
@@ -158,6 +164,18 @@ def test_bad_config_is_refused() -> None:
         load_config(VLConfig, command="vl", profile="smoke", overrides=["vqa.optim.lr=-1"])
     with pytest.raises(ConfigError, match="hard_negatives"):
         load_config(VLConfig, command="vl", profile="smoke", overrides=["pretrain.hard_negatives=true"])
+    with pytest.raises(ConfigError, match="model_overrides.*bogus"):
+        load_config(VLConfig, command="vl", profile="smoke", overrides=["model_overrides={bogus: 1}"])
+
+
+def test_model_overrides_reach_the_model() -> None:
+    cfg = load_config(VLConfig, command="vl", profile="smoke",
+                      overrides=["model_overrides={image_stage: 1, text: {freeze: true}}"])
+    mcfg = resolve_meter_config(cfg)
+    assert mcfg.image_stage == 1 and mcfg.text.freeze
+    model = METERForVQA(mcfg, 3)
+    assert not any(p.requires_grad for p in model.meter.text_encoder.parameters())
+    assert all(p.requires_grad for p in model.meter.text_layers.parameters())
 
 
 # ------------------------------------------------------------------------------------------------ plumbing

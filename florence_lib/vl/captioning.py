@@ -3,6 +3,7 @@ greedy and beam-search decoding, BLEU-4 and CIDEr-D against every reference capt
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -88,6 +89,13 @@ def caption_scores(candidates: Sequence[str], references: Sequence[Sequence[str]
     return {"bleu4": bleu(cands, refs)[3], "cider": cider_d(cands, refs)[0]}
 
 
+def most_frequent_caption(train: ListDataset) -> str:
+    """The trivial captioner's output: the training caption seen most often (ties: the shortest, then
+    alphabetical), emitted for every test image. A decoder that looks at the image beats it."""
+    counts = Counter(tokenize(s["text"]) for s in train.samples)
+    return min(counts, key=lambda c: (-counts[c], len(c), c))
+
+
 def caption_data(cfg: VLConfig, dataset: str) -> tuple[ListDataset, ListDataset]:
     """(train pairs, test images with ``references``): world scenes, or the COCO captions subset."""
     if dataset == "coco":
@@ -130,8 +138,11 @@ def train_captioner(cfg: VLConfig, run_dir: RunDir, dataset: str = "world", init
                                     cfg.caption.max_length)) for img in images]
     refs = [s["references"] for s in test.samples]
     g, b = caption_scores(greedy_caps, refs), caption_scores(beam_caps, refs)
+    frequent = most_frequent_caption(train)
+    base = caption_scores([frequent] * len(refs), refs)
     record = {"task": "captioning", "dataset": dataset, "bleu4": b["bleu4"], "cider": b["cider"],
-              "greedy_bleu4": g["bleu4"], "greedy_cider": g["cider"], "beam": cfg.caption.beam,
+              "greedy_bleu4": g["bleu4"], "greedy_cider": g["cider"], "baseline_bleu4": base["bleu4"],
+              "baseline_cider": base["cider"], "baseline_caption": frequent, "beam": cfg.caption.beam,
               "steps": opt.steps, "num_test": len(test), "final_token_acc": records[-1]["token_acc"]}
     return {"record": record, "model": model, "greedy": greedy_caps, "beam": beam_caps, "test": test,
             "records": records}

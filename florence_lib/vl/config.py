@@ -11,7 +11,7 @@ encoders' lr, 3,129 answers); the world sizes are ours. Assumptions where METER/
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..config import ConfigError, field
 
@@ -63,6 +63,8 @@ class CaptionTaskConfig:
 @dataclass
 class VLConfig:
     model: str = field("meter_tiny", help="METER preset: meter_tiny, meter_paper")
+    model_overrides: dict[str, Any] = field(default_factory=dict,
+                                            help="METERConfig fields over the preset, e.g. {image_stage: 1}")
     unicl_checkpoint: str | None = field(None, help="UniCL checkpoint for the image encoder; null: random init")
     checkpoint: str | None = field(None, help="VL-pretrained METER checkpoint for vqa/caption")
     data_root: str | None = field(None, help="real data (../shared/data) for vqav2 / coco")
@@ -79,5 +81,11 @@ class VLConfig:
     caption: CaptionTaskConfig = field(default_factory=CaptionTaskConfig)
 
     def validate(self) -> None:
+        from ..models.meter import meter_config
+
+        try:  # a bad preset name or override key is refused before any work starts
+            meter_config(self.model, **self.model_overrides)
+        except (KeyError, ValueError, ConfigError) as e:
+            raise ConfigError(f"model / model_overrides: {e}") from e
         if self.pretrain.hard_negatives and self.unicl_checkpoint is None:
             raise ConfigError("pretrain.hard_negatives: needs unicl_checkpoint (the similarity comes from UniCL)")

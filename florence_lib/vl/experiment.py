@@ -49,6 +49,7 @@ def notebook_config(notebook: str, *, profile: str, run_dir: str | Path | None, 
     """Notebook 10's start: the profile's VLConfig, the UniCL checkpoint (given, else notebook 02's, else none:
     a randomly initialised image encoder, labelled so) and the notebook's output directory."""
     from ..evaluation.evaluator import pretraining_checkpoint
+    from ..training.checkpoint import resolve_checkpoint
 
     out = notebook_run_dir(run_dir, notebook)
     ckpt = checkpoint if checkpoint is not None else pretraining_checkpoint(run_dir)
@@ -56,5 +57,5 @@ def notebook_config(notebook: str, *, profile: str, run_dir: str | Path | None, 
     cfg.unicl_checkpoint = str(ckpt) if ckpt is not None else None
     cfg.data_root = str(data_root) if data_root is not None else None
     out.start(cfg, seed=seed)
-    label = f"METER ({cfg.model}) on UniCL {Path(ckpt).name}" if ckpt else f"METER ({cfg.model}), untrained image tower"
+    label = f"METER ({cfg.model}) on UniCL {resolve_checkpoint(ckpt).name}" if ckpt else f"METER ({cfg.model}), untrained image tower"
     return cfg, out, label

@@ -43,7 +43,7 @@ MASK_ID = 103  # [MASK] in the MiniLM/BERT uncased WordPiece vocabulary (checked
 # ------------------------------------------------------------------------------------------------ models
 def resolve_meter_config(cfg: VLConfig) -> METERConfig:
     """The preset, with the image tower's config taken from the UniCL checkpoint where one is given."""
-    mcfg = meter_config(cfg.model)
+    mcfg = meter_config(cfg.model, **cfg.model_overrides)
     if cfg.unicl_checkpoint is not None:
         from ..models import model_config
 

@@ -462,6 +462,10 @@ def test_every_protocol_runs_on_a_user_folder(user_sets, tmp_path):
     assert zs["num_images"] == 12 and zs["num_classes"] == 3 and zs["num_templates"] == 2
     lp = ev.linear_probe(path).records[0]
     assert lp["features"] == "backbone" and lp["num_train"] == 60 and lp["top1"] > 0.9  # colours: easy
+    capped_cfg = load_config(EvalConfig, command="evaluate", profile="smoke",  # the probe's train cap is its own
+                             overrides=["image_size=32", "max_images=8", "linear_probe.max_train_images=50"])
+    capped = Evaluator(ev.model, capped_cfg, "tiny").linear_probe(path).records[0]
+    assert capped["num_train"] == 50 and capped["num_test"] == 8
     fs = ev.few_shot(str(user_sets / "folder")).records
     assert fs[0]["n_way"] == 3 and fs[0]["episodes"] == 3 and fs[0]["finetune_backbone"] is False
     ft = ev.finetune(path).records[0]

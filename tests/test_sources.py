@@ -256,6 +256,8 @@ def test_default_sources_finds_notebook_01_shards(tmp_path, curated):
         (target / shard.name).write_bytes(shard.read_bytes())
     sources = default_sources(tmp_path, "smoke")
     assert sources == [{"kind": "shards", "path": str(target)}]
+    assert default_sources(tmp_path, "smoke", with_world=True) == [*sources, {"kind": "world"}]
+    assert default_sources(None, with_world=True) == [{"kind": "world"}]
     cfg = load_config(PretrainConfig, command="pretrain", profile="smoke",  # how notebook 02 passes them
                       overrides=[f"data.sources={json.dumps(sources)}"])
     assert cfg.data.sources == [SourceConfig("shards", str(target))]

@@ -18,6 +18,8 @@ class LinearProbeConfig:
     """CLIP's protocol: L-BFGS logistic regression, C swept on a validation split, refit on train + val."""
 
     val_fraction: float = field(0.2, min=0.01, max=0.9, help="share of train held out for the C sweep")
+    max_train_images: int | None = field(None, min=1, help="cap on the probe's training images (null: "
+                                                         "max_images); CLIP's probe trains on the whole train split")
     steps_per_decade: int = field(8, min=1, max=64, help="resolution at which the search over log10(C) stops")
     max_iter: int = field(1000, min=1, help="L-BFGS iterations per fit")
     selection: Literal["top1", "mean_per_class"] = field("top1", help="validation metric that picks C")

@@ -89,7 +89,7 @@ class Evaluator:
         self.model.to(self.device).eval()
         self.tokenizer = Tokenizer()
         self.cache_dir = Path(cache_dir) if cache_dir is not None and cfg.cache_classifiers else None
-        self._features: dict[tuple[str, str, bool, str], tuple[ClassificationSet, ImageFeatures]] = {}
+        self._features: dict[tuple[str, str, bool, str, int | None], tuple[ClassificationSet, ImageFeatures]] = {}
 
     @classmethod
     def from_config(cls, cfg: EvalConfig, run_dir: RunDir | None = None) -> Evaluator:
@@ -107,19 +107,19 @@ class Evaluator:
         return {"task": task, "dataset": label, **where, "model": self.label, "checkpoint": self.cfg.checkpoint,
                 "image_size": self.cfg.image_size, **metrics}
 
-    def classification_set(self, name: str, split: Split) -> ClassificationSet:
+    def classification_set(self, name: str, split: Split, max_images: int | None = None) -> ClassificationSet:
         c = self.cfg
         return classification_set(name, split, data_root=c.data_root, image_size=c.image_size,
-                                  max_images=c.max_images, test_fraction=c.test_fraction,
+                                  max_images=max_images or c.max_images, test_fraction=c.test_fraction,
                                   world_seed=self.world_seed, seed=c.seed)
 
-    def features(self, name: str, split: Split, flip: bool = False, kind: FeatureKind = "embedding"
-                 ) -> tuple[ClassificationSet, ImageFeatures]:
+    def features(self, name: str, split: Split, flip: bool = False, kind: FeatureKind = "embedding",
+                 max_images: int | None = None) -> tuple[ClassificationSet, ImageFeatures]:
         """The set and its frozen image features of ``kind`` (and their mirrored twins with ``flip``),
-        computed once."""
-        key = (name, split, flip, kind)
+        computed once; ``max_images`` overrides the config's cap."""
+        key = (name, split, flip, kind, max_images)
         if key not in self._features:
-            data = self.classification_set(name, split)
+            data = self.classification_set(name, split, max_images)
             feats = image_features(image_encoder(self.model, self.device, kind), data.dataset,
                                    self.cfg.batch_size, self.device, flip=flip,
                                    desc=f"{name} {split} features")
@@ -155,7 +155,7 @@ class Evaluator:
     def linear_probe(self, name: str) -> Evaluation:
         """Table 2: CLIP's logistic-regression probe on frozen features, C swept on a split of train."""
         lp = self.cfg.linear_probe
-        _, train = self.features(name, "train", kind=lp.features)
+        _, train = self.features(name, "train", kind=lp.features, max_images=lp.max_train_images)
         data, test = self.features(name, "test", kind=lp.features)
         res = linear_probe(train.features, train.labels, test.features, test.labels,
                            val_fraction=lp.val_fraction, selection=lp.selection,

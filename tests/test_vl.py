@@ -238,3 +238,14 @@ def test_unicl_similarity_weights_hard_negatives(tmp_path) -> None:
     torch.testing.assert_close(weights.sum(1), torch.ones(4))
     index, match = itm_negatives(texts, generator=torch.Generator().manual_seed(0), fraction=1.0, weights=weights)
     assert match.tolist() == [0, 0, 0, 0] and all(i != j for i, j in enumerate(index.tolist()))
+
+
+def test_vqav2_subset_images_resolve_from_data_root():
+    from florence_lib.runs import data_root_or_none
+    from florence_lib.vl.data import vqav2_questions
+
+    root = data_root_or_none(None)
+    if root is None or not (root / "vqa").is_dir():
+        pytest.skip("no ../shared/data/vqa here")
+    data = vqav2_questions(root, 32)  # paths like coco/val2017/x.jpg are relative to data_root
+    assert len(data.samples) > 100 and data.samples[0]["image"].shape == (3, 32, 32)

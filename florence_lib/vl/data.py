@@ -74,13 +74,14 @@ def world_captions(world: World, split: str, scenes: int, image_size: int, which
 
 
 def vqav2_questions(data_root: str | Path, image_size: int) -> ListDataset:
-    """The consensus VQAv2 subset in ``<data_root>/vqa`` (one answer per question)."""
+    """The consensus VQAv2 subset in ``<data_root>/vqa`` (one answer per question); its image paths are relative
+    to ``data_root`` (``coco/val2017/...``, as the data README says), not to the JSON's folder."""
     from ..data.vqa import VQADataset
 
     files = sorted((Path(data_root) / "vqa").glob("*.json"))
     if not files:
         raise FileNotFoundError(f"{Path(data_root) / 'vqa'}: no question JSON file")
-    ds = VQADataset(files[0], transform=eval_transform(image_size))
+    ds = VQADataset(files[0], image_root=data_root, transform=eval_transform(image_size))
     samples = [s for s in (ds[i] for i in range(len(ds))) if s is not None]
     return ListDataset([{"image": s["pixels"], "question": s["question"], "answers": [s["answer"]],
                          "type": answer_type(s["answer"]), "question_id": s["question_id"]} for s in samples])

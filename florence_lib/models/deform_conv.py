@@ -25,6 +25,7 @@ reads zero, and so does a corner outside the map; forward and all gradients agre
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import torch
@@ -71,9 +72,29 @@ def _bilinear(ly: torch.Tensor, lx: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return (1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Run a block on one intra-op thread. The gathers, ``index_add_`` and element-wise ops here are memory-bound
+    and short: over 2 threads on the shared 2-core machine they took 1-10x their 1-thread time (``index_add_``
+    21-200 ms against ~20 ms at batch 8, 64 channels). Measured in one run at 2 threads (load average ~7): the
+    whole path on one thread 6.7x torchvision's kernel, with its matmuls on 2 threads 4.3x, all on 2 threads
+    1.8x (``benchmarks/bench_detection.py --deform-only``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _GatherDeformConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, offset, mask, weight, bias, stride, padding, dilation):
+        with _one_thread():
+            return _GatherDeformConv._fwd(ctx, x, offset, mask, weight, bias, stride, padding, dilation)
+
+    @staticmethod
+    def _fwd(ctx, x, offset, mask, weight, bias, stride, padding, dilation):
         b, c, h, w = x.shape
         c_out, _, kh, kw = weight.shape
         ho, wo = offset.shape[2:]
@@ -102,6 +123,11 @@ class _GatherDeformConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        with _one_thread():
+            return _GatherDeformConv._bwd(ctx, grad_out)
+
+    @staticmethod
+    def _bwd(ctx, grad_out):
         table, samples, rows, ly, lx, inside, m, w2d = ctx.saved_tensors
         x_shape, offset_dtype, mask_dtype, weight_shape, weight_dtype, bias_dtype = ctx.shapes
         b, c, h, w = x_shape

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -85,7 +86,9 @@ def run_series(
 
     ``jobs`` > 1 runs that many notebooks at once, each as soon as the notebooks it reads
     (``series.prerequisites``) are done, in series order; each kernel then gets ``cores / jobs`` threads
-    (``OMP_NUM_THREADS``), so that two kernels do not fight over the cores. The summary keeps series order."""
+    (``OMP_NUM_THREADS``), so that two kernels do not fight over the cores. Each notebook is driven from its own
+    process: two papermill clients in threads of one process share zmq's global context and one of them stops
+    receiving its kernel's replies (seen: a notebook that waited forever). The summary keeps series order."""
     from .series import prerequisites
 
     stems = [nb.stem for nb in notebooks]
@@ -98,7 +101,7 @@ def run_series(
     if jobs > 1 and threads is None:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))  # inherited by each kernel
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             running: dict[Future, str] = {}
             while True:
                 failed = any(e["status"] == "failed" for e in entries.values())

@@ -1,4 +1,5 @@
-"""The main job: execute every ``notebooks/NN_*.ipynb`` in numeric order through papermill.
+"""The main job: execute every ``notebooks/NN_*.ipynb`` in numeric order through papermill (``--jobs`` at once,
+each after the notebooks it reads).
 
 ``python -m florence_lib.reproduce --profile quick`` (what ``make reproduce`` runs) writes the executed notebooks,
 each notebook's outputs (metrics JSON, figures, checkpoints) and a ``summary.json`` into ``runs/<timestamp>/``.
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import re
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,41 +49,86 @@ class PrefixedWriter:
         self.stream.flush()
 
 
+def run_notebook(nb: Path, run_dir: RunDir, parameters: dict[str, Any], kernel_name: str | None = None,
+                 cell_bar: bool = True) -> dict[str, Any]:
+    """Execute one notebook into ``run_dir``: its summary entry (status, seconds, metrics, or the failed cell)."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    out = run_dir.path / nb.name
+    t0 = time.perf_counter()
+    entry: dict[str, Any] = {"notebook": nb.name, "output": str(out)}
+    try:
+        # What the notebook prints streams to the terminal, prefixed with its number; the cell bar (one
+        # notebook at a time only) shows where it is. The kernel's start-up warning about unencrypted loopback
+        # TCP is silenced.
+        pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent), kernel_name=kernel_name,
+                            progress_bar={"desc": f"  {nb.stem} cells", "leave": False} if cell_bar else False,
+                            stdout_file=PrefixedWriter(sys.stdout, f"  {nb.stem[:3]}| "),
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    except PapermillExecutionError as e:
+        return {**entry, "status": "failed", "cell": e.cell_index, "error": f"{e.ename}: {e.evalue}"}
+    entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
+    metrics = run_dir.path / nb.stem / "metrics.json"
+    if metrics.is_file():
+        entry["metrics"] = json.loads(metrics.read_text())
+    return entry
+
+
 def run_series(
     notebooks: list[Path],
     run_dir: RunDir,
     parameters: dict[str, Any],
     kernel_name: str | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Execute ``notebooks`` with ``parameters`` into ``run_dir``; stop at the first failure."""
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
+    """Execute ``notebooks`` with ``parameters`` into ``run_dir``; after a failure nothing new starts.
 
-    summary: dict[str, Any] = {"parameters": parameters, "notebooks": []}
-    for i, nb in enumerate(notebooks, 1):
-        out = run_dir.path / nb.name
-        t0 = time.perf_counter()
-        entry: dict[str, Any] = {"notebook": nb.name, "output": str(out)}
-        print(f"[{i}/{len(notebooks)}] {nb.name}", flush=True)
-        try:
-            # What the notebook prints streams to the terminal, prefixed with its number; the cell bar shows
-            # where it is. The kernel's start-up warning about unencrypted loopback TCP is silenced.
-            pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
-                                kernel_name=kernel_name, progress_bar={"desc": f"  {nb.stem} cells",
-                                                                       "leave": False},
-                                stdout_file=PrefixedWriter(sys.stdout, f"  {nb.stem[:3]}| "),
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
-        except PapermillExecutionError as e:
-            entry.update(status="failed", cell=e.cell_index, error=f"{e.ename}: {e.evalue}")
-            summary["notebooks"].append(entry)
-            summary["failed"] = entry
-            break
-        entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
-        print(f"  {nb.stem}: ok in {entry['seconds']:.0f} s", flush=True)
-        metrics = run_dir.path / nb.stem / "metrics.json"
-        if metrics.is_file():
-            entry["metrics"] = json.loads(metrics.read_text())
-        summary["notebooks"].append(entry)
+    ``jobs`` > 1 runs that many notebooks at once, each as soon as the notebooks it reads
+    (``series.prerequisites``) are done, in series order; each kernel then gets ``cores / jobs`` threads
+    (``OMP_NUM_THREADS``), so that two kernels do not fight over the cores. Each notebook is driven from its own
+    process: two papermill clients in threads of one process share zmq's global context and one of them stops
+    receiving its kernel's replies (seen: a notebook that waited forever). The summary keeps series order."""
+    from .series import prerequisites
+
+    stems = [nb.stem for nb in notebooks]
+    waits = prerequisites(stems)
+    by_stem = dict(zip(stems, notebooks))
+    summary: dict[str, Any] = {"parameters": parameters, "notebooks": [], "jobs": jobs}
+    entries: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if jobs > 1 and threads is None:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))  # inherited by each kernel
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            running: dict[Future, str] = {}
+            while True:
+                failed = any(e["status"] == "failed" for e in entries.values())
+                started = set(entries) | set(running.values())
+                ready = [s for s in stems if s not in started and waits[s] <= set(entries)
+                         and all(entries[w]["status"] == "ok" for w in waits[s])]
+                while not failed and ready and len(running) < jobs:
+                    stem = ready.pop(0)
+                    print(f"[{len(started) + 1}/{len(stems)}] {stem}.ipynb", flush=True)
+                    started.add(stem)
+                    running[pool.submit(run_notebook, by_stem[stem], run_dir, parameters, kernel_name,
+                                        jobs == 1)] = stem
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    entry = entries[running.pop(future)] = future.result()
+                    if entry["status"] == "ok":
+                        print(f"  {Path(entry['notebook']).stem}: ok in {entry['seconds']:.0f} s", flush=True)
+    finally:
+        if jobs > 1 and threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+    summary["notebooks"] = [entries[s] for s in stems if s in entries]
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    failed = [e for e in summary["notebooks"] if e["status"] == "failed"]
+    if failed:
+        summary["failed"] = failed[0]
     run_dir.save_json("summary.json", summary)
     return summary
 
@@ -92,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="real data (default: $FLORENCE_DATA_ROOT, else ../shared/data when present)")
     parser.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 00 02")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="notebooks at once, each when the ones it reads are done (default: 2 where there are "
+                             ">= 2 cores, else 1)")
     args = parser.parse_args(argv)
 
     run_dir = RunDir(args.run_dir) if args.run_dir else RunDir.create(PROJECT_ROOT / "runs", timestamp())
@@ -103,13 +155,14 @@ def main(argv: list[str] | None = None) -> int:
                   "data_root": str(data_root) if data_root else None}
     run_dir.write_meta(seed=args.seed, profile=args.profile, notebooks=[p.name for p in notebooks])
     print(f"running {len(notebooks)} notebooks into {run_dir.path}", flush=True)
-    summary = run_series(notebooks, run_dir, parameters)
+    jobs = args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1)
+    summary = run_series(notebooks, run_dir, parameters, jobs=max(1, jobs))
     failed = summary.get("failed")
     if failed:
         print(f"FAILED: {failed['notebook']} cell {failed['cell']}: {failed['error']}\n"
               f"executed notebook with the traceback: {failed['output']}", file=sys.stderr)
         return 1
-    print(f"done: executed notebooks, metrics and figures in {run_dir.path}")
+    print(f"done in {summary['seconds'] / 60:.1f} min: executed notebooks, metrics and figures in {run_dir.path}")
     report = run_dir.path / "report.html"
     if report.is_file():
         print(f"report: {report}")

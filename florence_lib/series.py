@@ -10,26 +10,49 @@ class SeriesEntry:
     notebook: str
     paper: str
     what: str
+    after: tuple[str, ...] = ()
+    """The notebooks whose outputs in the run directory this one reads (``reproduce --jobs`` waits for them)."""
+
+
+PRETRAINED = ("02_unicl_pretraining",)  # the UniCL checkpoint every evaluation and adapter starts from
 
 
 SERIES: tuple[SeriesEntry, ...] = (
     SeriesEntry("00_overview", "-", "environment report, map of the series, preview of the embedded world"),
     SeriesEntry("00b_data_tour", "§2.1", "gallery of the embedded world and of the real evaluation sets"),
     SeriesEntry("01_data_curation", "§2.1-2.2", "FLD-style curation: filters, dedup, caption->label table"),
-    SeriesEntry("02_unicl_pretraining", "§2.2-2.3", "CoSwin + text encoder, UniCL loss, pretraining, ablations"),
+    SeriesEntry("02_unicl_pretraining", "§2.2-2.3", "CoSwin + text encoder, UniCL loss, pretraining, ablations",
+                after=("01_data_curation",)),
     SeriesEntry("02b_scaling_up", "§2.7, Fig. 5", "DeepSpeed ZeRO, activation checkpointing, gradient cache"),
-    SeriesEntry("03_zero_shot", "§3.1, Table 1", "zero-shot classification with prompt ensembles"),
-    SeriesEntry("04_linear_probe", "§3.2, Table 2", "linear probe (CLIP protocol)"),
-    SeriesEntry("05_finetuning", "§3.3, Table 3", "fine-tuning with the UniCL loss vs a linear head"),
-    SeriesEntry("06_few_shot", "§3.4, Table 4", "cross-domain few-shot (CD-FSL)"),
-    SeriesEntry("07_retrieval", "§3.5, Table 5", "image-text retrieval, zero-shot and fine-tuned"),
-    SeriesEntry("08_detection", "§2.4, Table 6", "Dynamic Head + ATSS object detection, COCO-style AP"),
-    SeriesEntry("09_zero_shot_detection", "§3.6, Table 7", "zero-shot detection: text-classified proposals"),
-    SeriesEntry("10_vqa", "§2.5, §3.7, Table 8", "METER fusion: MLM + ITM pretraining, VQA vs blind and majority"),
+    SeriesEntry("03_zero_shot", "§3.1, Table 1", "zero-shot classification with prompt ensembles", after=PRETRAINED),
+    SeriesEntry("04_linear_probe", "§3.2, Table 2", "linear probe (CLIP protocol)", after=PRETRAINED),
+    SeriesEntry("05_finetuning", "§3.3, Table 3", "fine-tuning with the UniCL loss vs a linear head", after=PRETRAINED),
+    SeriesEntry("06_few_shot", "§3.4, Table 4", "cross-domain few-shot (CD-FSL)", after=PRETRAINED),
+    SeriesEntry("07_retrieval", "§3.5, Table 5", "image-text retrieval, zero-shot and fine-tuned", after=PRETRAINED),
+    SeriesEntry("08_detection", "§2.4, Table 6", "Dynamic Head + ATSS object detection, COCO-style AP", after=PRETRAINED),
+    SeriesEntry("09_zero_shot_detection", "§3.6, Table 7", "zero-shot detection: text-classified proposals", after=PRETRAINED),
+    SeriesEntry("10_vqa", "§2.5, §3.7, Table 8", "METER fusion: MLM + ITM pretraining, VQA vs blind and majority", after=PRETRAINED),
     SeriesEntry("11_video", "§2.6, §3.8-3.9, Tables 9-10",
-                "Video CoSwin: inflation, action recognition (4x3 views), zero-shot text-video retrieval"),
-    SeriesEntry("12_results", "Tables 1-10", "every table of the paper from one run, gaps labelled; HTML report"),
+                "Video CoSwin: inflation, action recognition (4x3 views), zero-shot text-video retrieval", after=PRETRAINED),
+    SeriesEntry("12_results", "Tables 1-10", "every table of the paper from one run, gaps labelled; HTML report",
+                after=("*",)),  # all the others,
 )
+
+
+def prerequisites(stems: list[str]) -> dict[str, set[str]]:
+    """For each notebook of ``stems`` (in series order), the ones among ``stems`` it must wait for: its
+    ``after`` (``*``: every other one); a notebook the series does not know waits for every one before it."""
+    entries = {e.notebook: e for e in SERIES}
+    out: dict[str, set[str]] = {}
+    for i, stem in enumerate(stems):
+        entry = entries.get(stem)
+        if entry is None:
+            out[stem] = set(stems[:i])
+        elif "*" in entry.after:
+            out[stem] = set(stems) - {stem}
+        else:
+            out[stem] = set(entry.after) & set(stems)
+    return out
 
 
 def series_table() -> str:

@@ -39,16 +39,29 @@ def _forward_backward(impl, inputs, stride):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_grid_sample_deform_conv_matches_torchvision(dtype, tol, stride):
+def test_gather_deform_conv_matches_torchvision(dtype, tol, stride):
     inputs = _dcn_inputs(dtype, stride=stride)
-    ours = _forward_backward("grid_sample", inputs, stride)
+    ours = _forward_backward("gather", inputs, stride)
     ref = _forward_backward("torchvision", inputs, stride)
     for name, a, b in zip(("output", "d_input", "d_offset", "d_mask", "d_weight", "d_bias"), ours, ref):
         rel = ((a - b).abs().max() / b.abs().max()).item()
         assert rel < tol, f"{name}: relative difference {rel:.2e}"
 
 
-def test_auto_uses_the_grid_sample_path_on_cpu(monkeypatch):
+def test_gather_deform_conv_without_mask_and_bias_dilated_matches_torchvision():
+    x, offset, _, weight, _ = _dcn_inputs(torch.float64)
+    grads = {}
+    for impl in ("gather", "torchvision"):
+        for t in (x, offset, weight):
+            t.grad = None
+        out = dc.deform_conv2d(x, offset, weight, None, padding=2, dilation=2, impl=impl)
+        (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)).sum().backward()
+        grads[impl] = [out.detach(), x.grad.clone(), offset.grad.clone(), weight.grad.clone()]
+    for name, a, b in zip(("output", "d_input", "d_offset", "d_weight"), grads["gather"], grads["torchvision"]):
+        assert ((a - b).abs().max() / b.abs().max()).item() < 1e-10, name
+
+
+def test_auto_uses_the_gather_path_on_cpu(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("torchvision's CPU kernel was called")
 
@@ -84,7 +97,7 @@ def test_detector_shapes_at_any_input_size(size):
 def test_block_deforms_each_neighbour_with_offsets_of_its_output_size():
     """Every conv of a block gets offsets of the size of the map it writes (the reference's issue #25)."""
     torch.manual_seed(0)
-    block = DyHeadBlock(16, 4, "grid_sample")
+    block = DyHeadBlock(16, 4, "gather")
     seen = []
     for name in ("conv_same", "conv_finer", "conv_coarser"):
         conv = getattr(block, name)
@@ -99,7 +112,7 @@ def test_block_deforms_each_neighbour_with_offsets_of_its_output_size():
 
 
 def test_block_offsets_start_at_zero_and_dyrelu_starts_as_relu():
-    block = DyHeadBlock(8, 4, "grid_sample")
+    block = DyHeadBlock(8, 4, "gather")
     assert block.offset.weight.abs().sum() == 0
     x = torch.randn(2, 8, 5, 5)
     relu = DyReLU(8)

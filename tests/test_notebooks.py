@@ -74,3 +74,11 @@ def test_committed_outputs_are_clean(path: Path) -> None:
     for cell in code_cells(path):
         assert cell.get("execution_count") is None and not cell.get("outputs"), \
             f"{path.name}: commit notebooks with outputs stripped (executed copies go to runs/)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_cell_has_an_id(path: Path) -> None:
+    # without ids papermill's nbformat warns on every run of the series, burying its progress lines
+    cells = json.loads(path.read_text())["cells"]
+    missing = [i for i, cell in enumerate(cells) if "id" not in cell]
+    assert not missing, f"{path.name}: cells {missing} have no id (nbformat.validator.normalize adds them)"

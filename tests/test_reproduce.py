@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -64,3 +65,27 @@ def test_prefixed_writer_prefixes_whole_lines() -> None:
     w.write("step 1 loss 2.0\nstep 2")
     w.write(" loss 1.5\n")
     assert sink.getvalue() == "02| step 1 loss 2.0\n02| step 2 loss 1.5\n"
+
+
+def test_jobs_run_independent_notebooks_at_once_and_wait_for_prerequisites(tmp_path: Path) -> None:
+    from florence_lib.series import prerequisites
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    body = ("import json, os, pathlib, time\nt0 = time.time()\ntime.sleep(3)\n"
+            "out = pathlib.Path(run_dir) / '{stem}'\nout.mkdir(parents=True, exist_ok=True)\n"
+            "(out / 'metrics.json').write_text(json.dumps({{'start': t0, 'end': time.time(), "
+            "'threads': os.environ.get('OMP_NUM_THREADS')}}))")
+    stems = ["00_overview", "00b_data_tour", "01_data_curation", "02_unicl_pretraining"]
+    paths = [make_notebook(nbs / f"{s}.ipynb", body.format(stem=s)) for s in stems]
+    run = RunDir(tmp_path / "run")
+    summary = run_series(paths, run, {"profile": "quick", "run_dir": str(run.path)}, jobs=2)
+    assert [n["notebook"] for n in summary["notebooks"]] == [f"{s}.ipynb" for s in stems]  # series order
+    times = {Path(n["notebook"]).stem: n["metrics"] for n in summary["notebooks"]}
+    assert times["00b_data_tour"]["start"] < times["00_overview"]["end"]  # independent: side by side
+    assert times["02_unicl_pretraining"]["start"] >= times["01_data_curation"]["end"]  # reads 01's shards
+    cores = max(1, (os.cpu_count() or 1) // 2)
+    assert {m["threads"] for m in times.values()} == {os.environ.get("OMP_NUM_THREADS", str(cores))}
+    assert prerequisites(["03_zero_shot", "02_unicl_pretraining", "12_results"]) == {
+        "03_zero_shot": {"02_unicl_pretraining"}, "02_unicl_pretraining": set(),
+        "12_results": {"03_zero_shot", "02_unicl_pretraining"}}

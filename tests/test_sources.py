@@ -116,31 +116,44 @@ def test_cli_override_parses_the_issue_example(curated):
 
 
 # ------------------------------------------------------------------------------------------------- labels
-def test_one_label_space_without_collisions(curated, pairs_csv, folder, scenes):
+def test_one_label_space_one_label_per_text(curated, pairs_csv, folder, scenes):
     world = World(WorldConfig(seed=0, image_size=32))
-    from florence_lib.data.world_datasets import WorldPairs
+    from florence_lib.data.world_datasets import WorldPairs, class_texts
 
     sources = [SourceConfig("world"), SourceConfig("shards", str(curated / "shards")),
                SourceConfig("pairs", str(pairs_csv)),
-               SourceConfig("imagefolder", str(folder / "images"), class_names=str(folder / "names.tsv"))]
+               SourceConfig("imagefolder", str(folder / "images"), class_names=str(folder / "names.tsv"),
+                            templates=["{}", "a photo of a {}."])]
     parts = open_sources(sources, to_tensor, lambda: WorldPairs(world, "train", 16, transform=to_tensor))
     table = json.loads((curated / "labels.json").read_text())
     distinct = len(set(scenes[1]))  # 24 captions, 8 of them one short caption
     assert distinct < 24 and [p.num_labels for p in parts[1:]] == [len(table), distinct, 3] == [distinct] * 2 + [3]
     ranges = [range(p.offset, p.offset + p.num_labels) for p in parts]
-    assert all(a.stop <= b.start for a, b in zip(ranges, ranges[1:]))
+    assert all(a.stop <= b.start for a, b in zip(ranges, ranges[1:]))  # laid end to end: no collisions
     stream = iter(MixedStream(parts, to_tensor, seed=0, shuffle_buffer=4))
     by_source: dict[int, list[tuple[str, int]]] = {i: [] for i in range(4)}
     for _ in range(400):
         s = next(stream)
         by_source[s["source"]].append((s["text"], s["label"]))
-        assert s["label"] in ranges[s["source"]]
-    for i in (1, 2):  # within a caption source: equal text <=> equal label
+    label_of: dict[str, set[int]] = {}
+    for samples in by_source.values():
+        for text, label in samples:
+            label_of.setdefault(text, set()).add(label)
+    assert all(len(labels) == 1 for labels in label_of.values())  # across sources: one label per text
+    world_class = class_texts(world)
+    for i in (1, 2):  # the shards curated from the CSV: a caption takes the world's class or the shards' label
         pairs = set(by_source[i])
         assert len({t for t, _ in pairs}) == len({lab for _, lab in pairs}) == len(pairs) > 2
-    assert len({lab for _, lab in by_source[3]}) == 3  # an image folder: the class is the label
-    texts = " | ".join(t for t, _ in by_source[3])
-    assert "red square" in texts and " c2" in texts  # names from the class-name file, else the folder's
+        assert all(lab == world_class[t] if t in world_class else lab in ranges[1] for t, lab in pairs)
+        assert any(t in world_class for t, _ in pairs) and any(t not in world_class for t, _ in pairs)
+    assert {lab for _, lab in by_source[1]} == {lab for _, lab in by_source[2]}
+    # the folder's classes 'red square' and 'green square' are the world's (their prompts are world class texts);
+    # 'c2' is in no other source and keeps a label of the folder's own range
+    folder_labels = {t: lab for t, lab in by_source[3]}
+    assert folder_labels["a photo of a green square."] == folder_labels["green square"] == world_class["a green square"]
+    assert folder_labels["red square"] == world_class["a red square"] != world_class["a green square"]
+    assert folder_labels["c2"] in ranges[3]
+    assert len(set(folder_labels.values())) == 3  # an image folder: the class is the label
 
 
 # ------------------------------------------------------------------------------------------------- mixing

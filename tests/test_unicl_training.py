@@ -116,3 +116,18 @@ def test_checkpoint_resolution_detector_and_window_change(tmp_path):
     assert cli.cfg.image_size == 32
     assert Evaluator.from_config(from_dict(EvalConfig, {"checkpoint": str(checkpoints[0]), "image_size": 40})
                                  ).cfg.image_size == 40  # an explicit size wins
+
+
+def test_ablation_arms_in_parallel_processes_match_the_sequential_runs(tmp_path):
+    from florence_lib.runs import RunDir
+    from florence_lib.training.ablations import run_arms
+
+    common = ["phases=[{name: ablation, steps: 2}]", "data.image_size=32", "data.train_size=16",
+              "data.val_size=8", "data.batch_size=4", "optim.warmup_steps=1", "threads=1"]
+    one = run_arms({"clip": ["loss=clip"]}, [0], profile="smoke", run_dir=RunDir(tmp_path / "one"), common=common)
+    two = run_arms({"clip": ["loss=clip"]}, [0, 1], profile="smoke", run_dir=RunDir(tmp_path / "two"),
+                   common=common, workers=2)
+    assert len(two["clip"]) == 2 and (tmp_path / "two" / "clip" / "seed1" / "results.json").is_file()
+    assert two["clip"][0]["final_loss"] != two["clip"][1]["final_loss"]  # in seed order
+    for metric in ("final_loss", "zero_shot_top1", "i2t_r1"):  # seeded: the same numbers whatever the workers
+        assert one["clip"][0][metric] == pytest.approx(two["clip"][0][metric])

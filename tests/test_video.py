@@ -168,6 +168,28 @@ def test_training_learns_checkpoints_and_resumes(tmp_path):
     torch.testing.assert_close(loaded(clip), model.eval()(clip))
 
 
+def test_backbone_lr_sets_the_backbone_rate_apart_from_the_head():
+    from florence_lib.models.video_coswin import create_video_encoder
+    from florence_lib.video.model import ActionRecognizer
+
+    class Clips(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"video": torch.randn(3, 2, 16, 16, generator=torch.Generator().manual_seed(i)), "label": i % 2}
+
+    torch.manual_seed(0)
+    model = ActionRecognizer(create_video_encoder("video_coswin_tiny", depths=(1, 1), num_heads=(1, 2),
+                                                  temporal_window=(2,)), 2, 0.0)
+    backbone, head = ([p.detach().clone() for p in m.parameters()] for m in (model.backbone, model.head))
+    cfg = from_dict(VideoConfig, {"train": {"steps": 2, "batch_size": 4, "lr": 1e-2, "backbone_lr": 0.0,
+                                            "warmup_steps": 0, "weight_decay": 0.0, "log_every": 0}}).train
+    train_recognizer(model, Clips(), cfg, device=torch.device("cpu"), seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(backbone, model.backbone.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(head, model.head.parameters(), strict=True))
+
+
 def test_cli_smoke_retrieval_writes_records(tmp_path, capsys):
     assert cli_main(["video", "retrieval", "--profile", "smoke", "--run-dir", str(tmp_path),
                      "--set", "retrieval.gallery_size=6", "data.num_frames=2"]) == 0

@@ -11,6 +11,7 @@ from florence_lib.models import create_image_encoder
 from florence_lib.models.presets import COSWIN_TINY
 from florence_lib.models.video_coswin import (
     VIDEO_ENCODERS,
+    VideoCoSwin,
     VideoCoSwinBlock,
     VideoCoSwinConfig,
     create_video_encoder,
@@ -113,13 +114,14 @@ def test_mask_is_none_when_nothing_needs_masking():
     {"temporal_kernel": 3, "temporal_stride": 1, "merge_temporal_kernel": 3, "merge_temporal_stride": 1},
     {"temporal_kernel": 4, "temporal_stride": 2, "merge_temporal_kernel": 3, "merge_temporal_stride": 2},
 ])
-def test_still_clip_through_the_inflated_model_gives_the_2d_feature(temporal):
+@pytest.mark.parametrize("time_bias", [0.0, 4.0])  # a temporal-locality penalty keeps the identity
+def test_still_clip_through_the_inflated_model_gives_the_2d_feature(temporal, time_bias):
     torch.manual_seed(0)
     image = create_image_encoder("coswin_tiny").eval()
     with torch.no_grad():
         for p in image.parameters():  # make the test sensitive to every tensor, biases and tables included
             p.add_(0.05 * torch.randn_like(p))
-    video = inflate(image, COSWIN_TINY, temporal_window=(2, 2, 4, 4), **temporal).eval()
+    video = inflate(image, COSWIN_TINY, time_bias, temporal_window=(2, 2, 4, 4), **temporal).eval()
     for frames, side in [(8, 48), (4, 64), (6, 40), (3, 56), (1, 48)]:
         frame = torch.randn(2, 3, side, side)
         with torch.no_grad():
@@ -137,6 +139,38 @@ def test_inflation_resamples_the_table_for_another_window_and_copies_it_along_ti
     assert torch.equal(slices[0], slices[4])
     kernel = video.stages[0].embed.proj.weight
     torch.testing.assert_close(kernel.sum(2), image.stages[0].embed.proj.weight)
+
+
+def test_inflation_time_bias_penalises_each_frame_of_temporal_offset():
+    image = create_image_encoder("coswin_tiny")
+    plain = inflate(image, COSWIN_TINY, temporal_window=(3,))
+    local = inflate(image, COSWIN_TINY, 1.5, temporal_window=(3,))
+    for name in ("stages.0.blocks.0.attn.relative_position_bias_table",
+                 "stages.3.blocks.0.attn.relative_position_bias_table"):
+        have, want = local.get_parameter(name), plain.get_parameter(name)
+        rows = want.shape[0] // 5  # offsets dt = -2..2, time slowest
+        drop = (want - have).view(5, rows, -1)
+        for i, dt in enumerate(range(-2, 3)):
+            torch.testing.assert_close(drop[i], torch.full_like(drop[i], 1.5 * abs(dt)))
+    with pytest.raises(ValueError, match="time_bias"):
+        inflate(image, COSWIN_TINY, -1.0)
+
+
+def test_partial_inflation_keeps_the_first_stages_and_leaves_the_rest_random():
+    image = create_image_encoder("coswin_tiny")
+    full = inflate(image, COSWIN_TINY, temporal_window=(2,)).state_dict()
+    torch.manual_seed(3)
+    partial = inflate(image, COSWIN_TINY, stages=2, temporal_window=(2,)).state_dict()
+    torch.manual_seed(3)
+    fresh = VideoCoSwin(VideoCoSwinConfig.from_image(COSWIN_TINY, temporal_window=(2,))).state_dict()
+    for key, value in partial.items():
+        if key.endswith("relative_position_index"):
+            continue
+        inflated = key.startswith(("stages.0.", "stages.1."))
+        assert torch.equal(value, full[key] if inflated else fresh[key]), key
+    assert not torch.equal(full["stages.3.blocks.0.attn.qkv.weight"], fresh["stages.3.blocks.0.attn.qkv.weight"])
+    with pytest.raises(ValueError, match="stages"):
+        inflate(image, COSWIN_TINY, stages=5)
 
 
 def test_config_refuses_inconsistent_windows():

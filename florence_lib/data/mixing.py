@@ -1,6 +1,7 @@
 """Opened sources in one label space, mixed by weight: map-style (exact resume) or streamed (see ``stream``).
 
-:func:`open_sources` turns ``SourceConfig`` entries into :class:`Part` objects with their label offsets;
+:func:`open_sources` turns ``SourceConfig`` entries into :class:`Part` objects with their label offsets, and
+merges the labels of equal texts across sources (:func:`merge_equal_texts`);
 :class:`MixedPairs` mixes map-style parts into one indexable dataset (so ``batches.StepSampler`` resumes it
 exactly); :class:`MixCollate` batches samples of either kind, dropping bad ones and counting them per reason;
 :class:`DataTracker` strips that bookkeeping from each batch before training sees it.
@@ -21,6 +22,7 @@ from .shards import shard_urls
 from .sources import (
     HASHED_LABELS,
     SourceConfig,
+    caption_label,
     count_shard_samples,
     exact_caption_labels,
     shard_label_table,
@@ -31,7 +33,9 @@ from .sources import (
 class Part:
     """An opened source: its size, its label range ``[offset, offset + num_labels)`` and how to read it.
 
-    Shard parts also own ``hash_offset``: the start of their hashed-caption label range."""
+    Shard parts also own ``hash_offset``: the start of their hashed-caption label range. ``merged`` (shared by all
+    parts) maps a label to the one it was merged into; ``known`` (shared) maps every text a source declares to its
+    label, for shard captions outside their own table."""
 
     index: int
     cfg: SourceConfig
@@ -42,6 +46,23 @@ class Part:
     urls: list[str] = field(default_factory=list)
     captions: dict[str, int] = field(default_factory=dict)
     hash_offset: int = 0
+    merged: dict[int, int] = field(default_factory=dict)
+    known: dict[str, int] = field(default_factory=dict)
+
+    def label(self, local: int) -> int:
+        """The global label of this source's label ``local``."""
+        label = self.offset + local
+        return self.merged.get(label, label)
+
+    def caption_label(self, caption: str) -> int:
+        """The global label of a shard caption: its table's, else any source's for the same text, else hashed."""
+        local = self.captions.get(caption)
+        if local is not None:
+            return self.label(local)
+        label = self.known.get(caption)
+        if label is not None:
+            return self.merged.get(label, label)
+        return self.hash_offset + caption_label(caption)
 
     @property
     def name(self) -> str:
@@ -82,7 +103,50 @@ def open_sources(sources: Sequence[SourceConfig], transform: Callable, world: Ca
     for part in parts:
         if part.streamed:
             part.hash_offset, offset = offset, offset + HASHED_LABELS
+    if len(parts) > 1:
+        merge_equal_texts(parts)
     return parts
+
+
+def declared_texts(part: Part) -> Iterator[tuple[str, int]]:
+    """(text, local label) of every text a source declares up front: the world's captions and class prompts, a
+    CSV's captions, an image folder's prompts of each class, a curation label table's captions."""
+    ds = part.dataset
+    if part.streamed:
+        yield from part.captions.items()
+    elif isinstance(ds, ImageFolderPairs):
+        yield from ((t.format(name), c) for c, name in enumerate(ds.classes) for t in ds.templates)
+    elif isinstance(ds, LabelledPairs):
+        yield from zip(ds.pairs.captions, ds.labels)
+    elif hasattr(ds, "texts"):  # the world's pairs
+        yield from getattr(ds, "class_texts", {}).items()
+        yield from zip(ds.texts, ds.labels)
+
+
+def merge_equal_texts(parts: Sequence[Part]) -> None:
+    """One label per text across sources: labels of sources that share a text are merged (union-find, into the
+    smallest), so 'a green square' from curated shards and from the world are positives of each other rather
+    than each other's negatives (UniCL's label is the unique text, paper §2.2). Transitive: a source's two texts
+    with one label (an image folder's prompts of a class) carry the merge along."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    known: dict[str, int] = {}
+    for part in parts:
+        for text, local in declared_texts(part):
+            label = part.offset + int(local)
+            first = known.setdefault(text, label)
+            a, b = root(first), root(label)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    merged = {x: root(x) for x in parent if root(x) != x}
+    for part in parts:
+        part.merged, part.known = merged, known
 
 
 def shares(parts: Sequence[Part]) -> list[float]:
@@ -118,7 +182,7 @@ class MixedPairs(torch.utils.data.Dataset):
         sample = dict(part.dataset[local])
         sample["source"] = part.index
         if "label" in sample:
-            sample["label"] = part.offset + int(sample["label"])
+            sample["label"] = part.label(int(sample["label"]))
         return sample
 
 

@@ -15,9 +15,10 @@ upsampling factor, so source ``i`` makes up ``weight_i * size_i / sum_j weight_j
 weights 1: every sample is seen equally often, as if the sources were concatenated).
 
 Labels: each source's labels are shifted by the labels of the sources before it, so ids never collide across
-sources (an equal caption in two sources gets two labels: sources are separate namespaces, as curation's label
-table keeps image-label datasets apart). Shards without a label table take a label hashed from the caption in a
-range of their own above every counted label.
+sources; then labels that share a text across sources are merged (``mixing.merge_equal_texts``): UniCL's label
+is the unique text, so 'a green square' in curated shards and in the world is one label, a positive, never a
+negative of itself. Shards without a label table take a label hashed from the caption in a range of their own
+above every counted label, unless another source declares the caption.
 """
 
 from __future__ import annotations

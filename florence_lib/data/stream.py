@@ -34,7 +34,6 @@ from ..distributed import rank, world_size
 from .errors import BadSampleLog, decode_text, load_image
 from .mixing import Part, shares
 from .shards import IMAGE_FIELDS
-from .sources import caption_label
 
 
 def shuffled(items: Iterator[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
@@ -112,12 +111,11 @@ class MixedStream(torch.utils.data.IterableDataset):
         if image is None:
             return None
         try:
-            label = part.offset + int(raw["cls"]) if "cls" in raw and part.num_labels else None
+            label = part.label(int(raw["cls"])) if "cls" in raw and part.num_labels else None
         except ValueError:
             label = None
         if label is None:
-            local = part.captions.get(caption)
-            label = part.offset + local if local is not None else part.hash_offset + caption_label(caption)
+            label = part.caption_label(caption)
         return {"image": self.transform(image), "text": caption, "label": label}
 
     def _decode(self, item: Any, sample_seed: int) -> dict[str, Any] | None:
@@ -131,7 +129,7 @@ class MixedStream(torch.utils.data.IterableDataset):
                 if "bad" in sample:
                     self.log.bad(sample["bad"], sample.get("where", part.name))
                     return None
-                sample["label"] = part.offset + int(sample["label"])
+                sample["label"] = part.label(int(sample["label"]))
         if sample is not None:
             sample["source"] = part.index
         return sample

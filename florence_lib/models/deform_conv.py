@@ -3,72 +3,163 @@
 ``torchvision.ops.deform_conv2d`` on a CPU loops over output positions in scalar code: measured on 2 cores at
 batch 8, 64 channels, a 32x32 map and a 3x3 kernel, forward + backward takes ~700 ms against ~8 ms for a plain
 convolution of the same shape, too slow for a Dynamic Head to train in minutes. A modulated deformable conv is
-a bilinear gather followed by a dense product, so the CPU path here is two library ops that are vectorised:
+a bilinear gather followed by a dense product, so the CPU path here is an autograd Function built from
+vectorised library ops, with a hand-written backward:
 
-1. ``F.grid_sample`` (bilinear, zero padding) samples the input at all ``kh * kw`` kernel points of every
-   output position in one call (the points of kernel tap ``k`` stacked along the height axis),
-2. the samples, multiplied by the mask, are contracted with the weight in one 1x1 convolution (im2col).
+- the input is laid out channels-last with a one-pixel zero border, so each bilinear corner of every kernel
+  point is one row of a ``[positions, channels]`` table (a corner outside the map reads the border: no
+  validity masks in the gathers), and the four corners are four ``index_select`` calls whose rows are summed
+  with their bilinear weight times the modulation mask (the mask is fused into the corner weights);
+- the samples, ordered (batch, y, x, tap) x channel, are already the im2col matrix: one matmul with the
+  weight gives the output;
+- backward: the weight's gradient is one matmul, the samples' gradient another; the input's is four
+  ``index_add_`` of the corner-weighted sample gradients, and the offsets' and mask's follow from the
+  per-corner dot products of the sample gradient with the corner values (the bilinear derivatives).
 
-Both have exact gradients through autograd (w.r.t. input, offsets, mask, weight, bias). The sampling convention
-is torchvision's: tap ``k = i * kw + j`` of output ``(y, x)`` reads the input at
-``(y * stride - pad + i * dilation + offset[2k], x * stride - pad + j * dilation + offset[2k + 1])``, and a
-corner outside the map contributes zero; ``grid_sample`` with ``align_corners=False`` and the normalisation
-``(2 p + 1) / size - 1`` addresses pixel centres exactly, so the two agree to float rounding (tested).
+Nothing of size ``taps x 4 x positions x channels`` is materialised (the grid_sample + im2col version it
+replaces did, and its backward was most of the time). The sampling convention is torchvision's: tap
+``k = i * kw + j`` of output ``(y, x)`` reads the input at ``(y * stride - pad + i * dilation + offset[2k],
+x * stride - pad + j * dilation + offset[2k + 1])``, a point with ``y <= -1``, ``y >= height`` (same for x)
+reads zero, and so does a corner outside the map; forward and all gradients agree to float rounding (tested).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 import torchvision.ops
 
-Impl = Literal["auto", "grid_sample", "torchvision"]
+Impl = Literal["auto", "gather", "torchvision"]
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def deform_conv2d_grid_sample(
-    x: torch.Tensor,
-    offset: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``torchvision.ops.deform_conv2d`` (one offset group, no weight groups) as grid_sample + matmul."""
-    b, c, h, w = x.shape
-    c_out, c_in, kh, kw = weight.shape
-    if c_in != c:
-        raise ValueError(f"weight: {c_in} input channels, x has {c} (weight groups are not supported)")
+def _corner_plan(offset: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], kernel: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]):
+    """Rows of the four bilinear corners of every (batch, y, x, tap) point in the zero-bordered table.
+
+    Returns ``rows`` [4, n], the fractional parts ``ly, lx`` [n] and ``inside`` [n] (the point reads anything),
+    ``mask`` flattened [n]. Corner order: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
+    """
+    b, _, ho, wo = offset.shape
+    (h, w), (kh, kw) = size, kernel
     taps = kh * kw
-    if offset.shape[1] != 2 * taps:
-        raise ValueError(f"offset: {offset.shape[1]} channels; one offset group of a {kh}x{kw} kernel needs "
-                         f"{2 * taps}")
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
-    ho, wo = offset.shape[2:]
-    dtype, device = x.dtype, x.device
-    # Kernel-tap and output-position grids, in input pixel coordinates.
-    tap_y = (torch.arange(kh, device=device, dtype=dtype) * dh).repeat_interleave(kw)  # [taps]
-    tap_x = (torch.arange(kw, device=device, dtype=dtype) * dw).repeat(kh)
-    out_y = torch.arange(ho, device=device, dtype=dtype) * sh - ph  # [ho]
-    out_x = torch.arange(wo, device=device, dtype=dtype) * sw - pw
-    offset = offset.view(b, taps, 2, ho, wo)
-    py = out_y[None, None, :, None] + tap_y[None, :, None, None] + offset[:, :, 0]  # [b, taps, ho, wo]
-    px = out_x[None, None, None, :] + tap_x[None, :, None, None] + offset[:, :, 1]
-    grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1)  # grid_sample wants (x, y)
-    grid = grid.view(b, taps * ho, wo, 2)
-    samples = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    samples = samples.view(b, c, taps, ho, wo)
-    if mask is not None:
-        samples = samples * mask.view(b, 1, taps, ho, wo)
-    # A 1x1 convolution is the matmul without the batch-broadcast copies of torch.matmul (3x faster here).
-    return F.conv2d(samples.reshape(b, c * taps, ho, wo), weight.reshape(c_out, c * taps, 1, 1), bias)
+    dtype, device = offset.dtype, offset.device
+    tap_y = (torch.arange(kh, device=device, dtype=dtype) * dilation[0]).repeat_interleave(kw)
+    tap_x = (torch.arange(kw, device=device, dtype=dtype) * dilation[1]).repeat(kh)
+    out_y = torch.arange(ho, device=device, dtype=dtype) * stride[0] - padding[0]
+    out_x = torch.arange(wo, device=device, dtype=dtype) * stride[1] - padding[1]
+    off = offset.view(b, taps, 2, ho, wo).permute(0, 3, 4, 1, 2)  # [b, ho, wo, taps, 2]
+    py = (out_y[None, :, None, None] + tap_y + off[..., 0]).reshape(-1)
+    px = (out_x[None, None, :, None] + tap_x + off[..., 1]).reshape(-1)
+    inside = (py > -1) & (py < h) & (px > -1) & (px < w)
+    y0, x0 = py.floor(), px.floor()
+    ly, lx = py - y0, px - x0
+    # Row of corner (y0, x0) in the [b, h + 2, w + 2] bordered table; points outside read row 0 (border).
+    batch = torch.arange(b, device=device).repeat_interleave(ho * wo * taps)
+    row00 = (batch * (h + 2) + y0.long() + 1) * (w + 2) + x0.long() + 1
+    row00 = torch.where(inside, row00, 0)
+    rows = torch.stack((row00, row00 + 1, row00 + w + 2, row00 + w + 3))
+    mask = mask.permute(0, 2, 3, 1).reshape(-1) * inside
+    return rows, ly, lx, inside, mask
+
+
+def _bilinear(ly: torch.Tensor, lx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run a block on one intra-op thread. The gathers, ``index_add_`` and element-wise ops here are memory-bound
+    and short: over 2 threads on the shared 2-core machine they took 1-10x their 1-thread time (``index_add_``
+    21-200 ms against ~20 ms at batch 8, 64 channels). Measured in one run at 2 threads (load average ~7): the
+    whole path on one thread 6.7x torchvision's kernel, with its matmuls on 2 threads 4.3x, all on 2 threads
+    1.8x (``benchmarks/bench_detection.py --deform-only``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _GatherDeformConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, offset, mask, weight, bias, stride, padding, dilation):
+        with _one_thread():
+            return _GatherDeformConv._fwd(ctx, x, offset, mask, weight, bias, stride, padding, dilation)
+
+    @staticmethod
+    def _fwd(ctx, x, offset, mask, weight, bias, stride, padding, dilation):
+        b, c, h, w = x.shape
+        c_out, _, kh, kw = weight.shape
+        ho, wo = offset.shape[2:]
+        with torch.autocast(x.device.type, enabled=False):
+            table = torch.zeros(b, h + 2, w + 2, c, dtype=x.dtype, device=x.device)
+            table[:, 1:-1, 1:-1] = x.permute(0, 2, 3, 1)
+            table = table.view(-1, c)
+            rows, ly, lx, inside, m = _corner_plan(offset.to(x.dtype), mask.to(x.dtype), (h, w), (kh, kw),
+                                                   stride, padding, dilation)
+            # One reused gather buffer: fresh [points, channels] tensors cost page faults, not just copies.
+            samples, corner = (torch.empty(rows.shape[1], c, dtype=x.dtype, device=x.device) for _ in range(2))
+            for k, (r, bw) in enumerate(zip(rows, _bilinear(ly, lx))):
+                torch.index_select(table, 0, r, out=corner)
+                if k == 0:
+                    torch.mul(corner, (bw * m)[:, None], out=samples)
+                else:
+                    samples.addcmul_(corner, (bw * m)[:, None])
+            w2d = weight.to(x.dtype).permute(0, 2, 3, 1).reshape(c_out, -1)  # [c_out, taps * c]
+            out = samples.view(b * ho * wo, -1) @ w2d.t()
+            if bias is not None:
+                out += bias.to(x.dtype)
+        ctx.save_for_backward(table, samples, rows, ly, lx, inside, m, w2d)
+        ctx.shapes = (x.shape, offset.dtype, mask.dtype, weight.shape, weight.dtype,
+                      None if bias is None else bias.dtype)
+        return out.view(b, ho, wo, c_out).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        with _one_thread():
+            return _GatherDeformConv._bwd(ctx, grad_out)
+
+    @staticmethod
+    def _bwd(ctx, grad_out):
+        table, samples, rows, ly, lx, inside, m, w2d = ctx.saved_tensors
+        x_shape, offset_dtype, mask_dtype, weight_shape, weight_dtype, bias_dtype = ctx.shapes
+        b, c, h, w = x_shape
+        c_out, _, kh, kw = weight_shape
+        _, _, ho, wo = grad_out.shape
+        taps = kh * kw
+        with torch.autocast(grad_out.device.type, enabled=False):
+            go = grad_out.to(table.dtype).permute(0, 2, 3, 1).reshape(-1, c_out)
+            grad_weight = (go.t() @ samples.view(go.shape[0], -1)).view(c_out, kh, kw, c).permute(0, 3, 1, 2)
+            grad_bias = go.sum(0) if bias_dtype is not None else None
+            grad_samples = (go @ w2d).view(-1, c)
+            grad_table = torch.zeros_like(table) if ctx.needs_input_grad[0] else None
+            dots = []  # per corner: <d samples, corner value>, the derivative of the sample by its weight
+            buffer = torch.empty_like(grad_samples)
+            for r, bw in zip(rows, _bilinear(ly, lx)):
+                if grad_table is not None:
+                    grad_table.index_add_(0, r, torch.mul(grad_samples, (bw * m)[:, None], out=buffer))
+                corner = torch.index_select(table, 0, r, out=buffer)  # a row-wise dot as a batched matmul (fastest)
+                dots.append(torch.bmm(corner.unsqueeze(1), grad_samples.unsqueeze(2)).view(-1))
+            d00, d01, d10, d11 = dots
+            grad_mask = sum(bw * d for bw, d in zip(_bilinear(ly, lx), dots)) * inside
+            grad_py = m * ((1 - lx) * (d10 - d00) + lx * (d11 - d01))
+            grad_px = m * ((1 - ly) * (d01 - d00) + ly * (d11 - d10))
+        grad_x = None
+        if grad_table is not None:
+            grad_x = grad_table.view(b, h + 2, w + 2, c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2)
+        grad_offset = torch.stack((grad_py, grad_px), -1).view(b, ho, wo, taps, 2).permute(0, 3, 4, 1, 2)
+        grad_offset = grad_offset.reshape(b, 2 * taps, ho, wo).to(offset_dtype)
+        grad_mask = grad_mask.view(b, ho, wo, taps).permute(0, 3, 1, 2).to(mask_dtype)
+        grad_weight = grad_weight.to(weight_dtype)
+        grad_bias = None if grad_bias is None else grad_bias.to(bias_dtype)
+        return grad_x, grad_offset, grad_mask, grad_weight, grad_bias, None, None, None
 
 
 def deform_conv2d(
@@ -84,14 +175,21 @@ def deform_conv2d(
 ) -> torch.Tensor:
     """Modulated deformable conv with ``torchvision.ops.deform_conv2d``'s signature and semantics.
 
-    ``impl="auto"``: torchvision's kernel on CUDA (fused, fast there), the grid-sample path elsewhere (and for
-    the reduced-precision inputs torchvision's CPU kernel does not take).
+    ``impl="auto"``: torchvision's kernel on CUDA (fused, fast there), the gather path elsewhere (and for the
+    reduced-precision inputs torchvision's CPU kernel does not take). One offset group, no weight groups.
     """
-    if impl == "auto":
-        impl = "torchvision" if x.is_cuda else "grid_sample"
-    if impl == "torchvision":
+    if impl not in ("auto", "gather", "torchvision"):
+        raise ValueError(f"impl: {impl!r} is not one of 'auto', 'gather', 'torchvision'")
+    if impl == "torchvision" or (impl == "auto" and x.is_cuda):
         return torchvision.ops.deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding,
                                              dilation=dilation, mask=mask)
-    if impl == "grid_sample":
-        return deform_conv2d_grid_sample(x, offset, weight, bias, stride, padding, dilation, mask)
-    raise ValueError(f"impl: {impl!r} is not one of 'auto', 'grid_sample', 'torchvision'")
+    b, c, h, w = x.shape
+    c_out, c_in, kh, kw = weight.shape
+    if c_in != c:
+        raise ValueError(f"weight: {c_in} input channels, x has {c} (weight groups are not supported)")
+    if offset.shape[1] != 2 * kh * kw:
+        raise ValueError(f"offset: {offset.shape[1]} channels; one offset group of a {kh}x{kw} kernel needs "
+                         f"{2 * kh * kw}")
+    if mask is None:
+        mask = torch.ones(b, kh * kw, *offset.shape[2:], dtype=x.dtype, device=x.device)
+    return _GatherDeformConv.apply(x, offset, mask, weight, bias, _pair(stride), _pair(padding), _pair(dilation))

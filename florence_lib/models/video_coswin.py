@@ -356,13 +356,22 @@ def create_video_encoder(name: str, **overrides: object) -> VideoCoSwin:
 
 
 # ----------------------------------------------------------------------------------------------- inflation
-def inflate_state_dict(image_state: Mapping[str, torch.Tensor], video: VideoCoSwin) -> dict[str, torch.Tensor]:
+def inflate_state_dict(image_state: Mapping[str, torch.Tensor], video: VideoCoSwin, time_bias: float = 0.0
+                       ) -> dict[str, torch.Tensor]:
     """The 2D CoSwin weights ``image_state`` inflated for ``video`` (which gives the target shapes).
 
     Conv kernels are repeated along time and divided by the temporal kernel size (a still clip then gives the
     2D responses); relative-position tables are resampled to the video's spatial window if it differs (bicubic)
     and copied along time; everything else is inherited as is. Keys must match one to one.
+
+    ``time_bias`` (>= 0) is subtracted from the copied table once per frame of temporal offset, so attention starts
+    local in time. A still clip still gives the 2D responses at any value: its keys repeat along time and the
+    bias and window masks factor into time x space, so the softmax weights of one spatial offset sum to the same
+    total. With 0 (Video Swin) a token of a strong checkpoint's deep stages attends about evenly over the frames
+    of its window (whose content barely differs), averaging away the change over time the head reads.
     """
+    if time_bias < 0:
+        raise ValueError(f"inflation: time_bias {time_bias} must be >= 0 (a penalty on temporal offsets)")
     target = video.state_dict()
     missing = sorted(set(target) - set(image_state))
     unexpected = sorted(k for k in set(image_state) - set(target) if not k.endswith("relative_position_index"))
@@ -378,7 +387,9 @@ def inflate_state_dict(image_state: Mapping[str, torch.Tensor], video: VideoCoSw
         elif key.endswith("relative_position_bias_table"):
             wt, wh, _ = _table_window(key, video)
             table = interpolate_rel_pos_bias({key: have}, wh)[key]
-            out[key] = table.repeat(2 * wt - 1, 1)  # time is the slowest index of the 3D table
+            offsets = (torch.arange(2 * wt - 1) - (wt - 1)).abs().to(table.dtype)
+            penalty = (time_bias * offsets).repeat_interleave(table.shape[0])[:, None]
+            out[key] = table.repeat(2 * wt - 1, 1) - penalty  # time is the slowest index of the 3D table
         else:
             out[key] = have
         if out[key].shape != want.shape:
@@ -390,11 +401,21 @@ def _table_window(key: str, video: VideoCoSwin) -> Size3:
     return video.get_submodule(key.rsplit(".", 1)[0]).window
 
 
-def inflate(image_encoder: nn.Module, image_config: CoSwinConfig, **video: object) -> VideoCoSwin:
+def inflate(image_encoder: nn.Module, image_config: CoSwinConfig, time_bias: float = 0.0,
+            stages: int | None = None, **video: object) -> VideoCoSwin:
     """A Video CoSwin with ``image_encoder``'s (a 2D CoSwin) architecture and inflated weights; ``video``:
-    config keys of :class:`VideoCoSwinConfig` (temporal kernel, windows, frames...)."""
+    config keys of :class:`VideoCoSwinConfig` (temporal kernel, windows, frames...); ``time_bias``: see
+    :func:`inflate_state_dict`. ``stages``: inflate only the first that many stages (embedding or merging and
+    blocks); the later stages and the final norm keep their random init (null: inflate everything)."""
     model = VideoCoSwin(VideoCoSwinConfig.from_image(image_config, **video))
-    model.load_state_dict(inflate_state_dict(image_encoder.state_dict(), model))
+    state = inflate_state_dict(image_encoder.state_dict(), model, time_bias)
+    if stages is not None:
+        if not 0 <= stages <= len(model.stages):
+            raise ValueError(f"inflation: stages {stages} must be in 0..{len(model.stages)}")
+        kept = tuple(f"stages.{i}." for i in range(stages))
+        fresh = model.state_dict()
+        state = {k: (v if k.startswith(kept) or stages == len(model.stages) else fresh[k]) for k, v in state.items()}
+    model.load_state_dict(state)
     return model
 
 

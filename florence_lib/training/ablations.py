@@ -8,7 +8,10 @@ difference from seed noise, so every arm runs on the same seeds and the verdict 
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ..config import load_config
@@ -22,18 +25,31 @@ METRICS = ("zero_shot_top1", "zero_shot_top1_all", "i2t_r1", "t2i_r1", "class_pr
 
 
 def run_arms(arms: Mapping[str, Sequence[str]], seeds: Sequence[int], *, profile: str, run_dir: RunDir,
-             common: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
+             common: Sequence[str] = (), workers: int = 1) -> dict[str, list[dict[str, Any]]]:
     """``{arm: [results of seed 0, seed 1, ...]}``: each run is ``profile`` + ``common`` + the arm's overrides,
-    from scratch (no resume, no periodic validation or checkpoints), in ``run_dir/<arm>/seed<k>``."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for arm, changes in arms.items():
-        out[arm] = []
-        for seed in seeds:
-            cfg = load_config(PretrainConfig, command="pretrain", profile=profile, overrides=[
-                f"seed={seed}", "resume=false", "eval_every=0", "checkpoint_every=0", "checkpoint_keep=1",
-                *common, *changes])
-            out[arm].append(pretrain(cfg, run_dir.sub(f"{arm}/seed{seed}")))
+    from scratch (no resume, no periodic validation or checkpoints), in ``run_dir/<arm>/seed<k>``.
+
+    ``workers`` > 1 runs that many arms at once, each in its own (spawned) process: the quick profile trains on
+    one thread (a tiny model is as fast on one as on two), so on 2 cores two arms at once take about the time of
+    one. Every run is seeded, so the results do not depend on ``workers``."""
+    jobs = [(arm, seed, load_config(PretrainConfig, command="pretrain", profile=profile, overrides=[
+        f"seed={seed}", "resume=false", "eval_every=0", "checkpoint_every=0", "checkpoint_keep=1",
+        *common, *changes])) for arm, changes in arms.items() for seed in seeds]
+    paths = [run_dir.sub(f"{arm}/seed{seed}").path for arm, seed, _ in jobs]
+    if workers > 1 and len(jobs) > 1:
+        context = multiprocessing.get_context("spawn")  # fork would copy the notebook kernel's threads
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            results = list(pool.map(_run_one, [cfg for _, _, cfg in jobs], paths))
+    else:
+        results = [_run_one(cfg, path) for (_, _, cfg), path in zip(jobs, paths)]
+    out: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+    for (arm, _, _), result in zip(jobs, results):
+        out[arm].append(result)
     return out
+
+
+def _run_one(cfg: PretrainConfig, path: Path) -> dict[str, Any]:
+    return pretrain(cfg, RunDir(path))
 
 
 def arm_records(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:

@@ -27,6 +27,11 @@ class VideoModelConfig:
     temporal_window: list[int] = field(default_factory=lambda: [2, 2, 4, 4], min=1,
                                        help="temporal window per stage (one value: all stages)")
     window_size: list[int] | None = field(None, min=1, help="spatial window per stage; null: the 2D tower's")
+    inflate_stages: int | None = field(
+        None, min=0, help="inflate only the first N stages, the rest random (null: all, Video Swin)")
+    inflate_time_bias: float = field(
+        0.0, min=0.0, max=100.0,
+        help="inflation: attention bias subtracted per frame of temporal offset (0: Video Swin's plain copy)")
     drop_path_rate: float = field(0.1, min=0.0, max=1.0, help="stochastic depth")
     dropout: float = field(0.5, min=0.0, max=0.99, help="dropout before the classification head")
     pool: Literal["mean", "mean_diff"] = field(
@@ -72,6 +77,8 @@ class VideoTrainConfig:
     steps: int = field(400, min=1)
     batch_size: int = field(16, min=1)
     lr: float = field(1e-3, min=0.0, max=1.0, help="peak AdamW lr")
+    backbone_lr: float | None = field(None, min=0.0, max=1.0,
+                                      help="peak lr of the Video CoSwin backbone; null: lr (the head keeps lr)")
     weight_decay: float = field(0.05, min=0.0, max=1.0)
     warmup_steps: int = field(40, min=0)
     label_smoothing: float = field(0.1, min=0.0, max=0.99)

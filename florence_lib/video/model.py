@@ -31,7 +31,8 @@ def video_encoder(unicl: UniCLModel, cfg: VideoModelConfig) -> VideoCoSwin:
     """The UniCL image tower as a Video CoSwin: inflated (``cfg.init == "inflate"``) or randomly initialised."""
     overrides = cfg.video_overrides()
     if cfg.init == "inflate":
-        return inflate(unicl.image_encoder, unicl.config.image, **overrides)
+        return inflate(unicl.image_encoder, unicl.config.image, time_bias=cfg.inflate_time_bias,
+                       stages=cfg.inflate_stages, **overrides)
     return VideoCoSwin(VideoCoSwinConfig.from_image(unicl.config.image, **overrides))
 
 
@@ -115,7 +116,8 @@ class VideoTextModel(nn.Module):
     def __init__(self, unicl: UniCLModel, cfg: VideoModelConfig) -> None:
         super().__init__()
         self.unicl = unicl
-        self.video_encoder = video_encoder(unicl, dataclasses.replace(cfg, init="inflate", drop_path_rate=0.0))
+        self.video_encoder = video_encoder(unicl, dataclasses.replace(cfg, init="inflate", drop_path_rate=0.0,
+                                                                       inflate_stages=None))
 
     def encode_video(self, clips: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.unicl.image_projection(self.video_encoder(clips)), dim=-1)

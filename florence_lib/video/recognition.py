@@ -56,7 +56,8 @@ def train_recognizer(model: nn.Module, train_set: Dataset, cfg: VideoTrainConfig
     and data position), so an interrupted run resumes where it stopped.
     """
     model.to(device)
-    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    backbone_lr = {} if cfg.backbone_lr is None else {"backbone.": cfg.backbone_lr}
+    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, lr_by_prefix=backbone_lr)
     scheduler = build_scheduler(optimizer, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)
     engine = Engine(model, ActionObjective(cfg.label_smoothing), optimizer, scheduler, device=device,
                     precision=cfg.precision, grad_clip=cfg.grad_clip or None)

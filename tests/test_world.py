@@ -30,6 +30,7 @@ from florence_lib.data.world import (
 )
 from florence_lib.data.world_render import COLOURS, POSITION_PHRASES, SIZE_NAMES
 from florence_lib.data.world_text import RELATIONS
+from florence_lib.data.world_text import captions as scene_captions
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +190,23 @@ def test_a_caption_equal_to_a_class_text_takes_the_class_label(world):
     assert pairs.num_labels == len(world.classes)  # no caption id beside the classes: every text named a class
     long_pairs = WorldPairs(world, "train", 100, caption="long")
     assert min(long_pairs.labels) >= len(world.classes) and long_pairs.num_labels == 64 + len(set(long_pairs.texts))
+
+
+def test_varied_captions_cover_every_descriptive_caption_and_keep_the_short_share():
+    """'varied': short with probability caption_repeat, else any of the five descriptive captions (the ones
+    retrieval queries with), each about equally often; 'mixed' with the same draws keeps the same short ones."""
+    world = World(WorldConfig(seed=1, caption_repeat=0.4))
+    varied, mixed = WorldPairs(world, "train", 1000, caption="varied"), WorldPairs(world, "train", 1000)
+    rank = Counter()
+    for i, (v, m) in enumerate(zip(varied.texts, mixed.texts)):
+        layout = world.layout("train", i)
+        caps = scene_captions(layout.objects, layout.background, layout.gradient)
+        assert (v == caps[0]) == (m == caps[0]), i  # the same pairs are short in both modes
+        rank[caps.index(v)] += 1
+    assert abs(rank[0] / 1000 - 0.4) < 0.05, rank
+    assert all(90 <= rank[k] <= 150 for k in range(1, 6)), rank  # ~120 each of the 600 descriptive pairs
+    with pytest.raises(ValueError, match="'varied'"):
+        WorldPairs(world, "train", 10, caption="verbose")
 
 
 def test_every_scene_of_every_split_has_one_salient_subject():

@@ -57,11 +57,15 @@ def class_texts(world: World) -> dict[str, int]:
     return out
 
 
+CAPTION_MODES = ("mixed", "short", "long", "varied")
+
+
 class WorldPairs(_WorldDataset):
     """Image-text pairs with UniCL labels: ``dict(image=Tensor[3, H, W], text=str, label=int)``.
 
-    ``caption``: "short" (the shared 'a red circle' caption), "long" (the most descriptive one) or "mixed"
-    (short with probability ``world.cfg.caption_repeat``, else long). With probability
+    ``caption``: "short" (the shared 'a red circle' caption), "long" (the most descriptive one), "mixed"
+    (short with probability ``world.cfg.caption_repeat``, else long) or "varied" (short with that probability,
+    else one of the five descriptive captions, uniformly: the phrasings retrieval queries with). With probability
     ``image_label_fraction`` a sample is image-label data instead: its text is a prompt template filled with
     its class name and its label is the class index. A caption identical to a class's own text (its short
     caption 'a red circle' or one of its prompts 'a red circle.') takes that class's label, so the two are
@@ -70,10 +74,11 @@ class WorldPairs(_WorldDataset):
     """
 
     def __init__(self, world: World, split: str, size: int | None = None, transform: Transform | None = None,
-                 caption: Literal["mixed", "short", "long"] = "mixed", image_label_fraction: float = 0.0) -> None:
+                 caption: Literal["mixed", "short", "long", "varied"] = "mixed",
+                 image_label_fraction: float = 0.0) -> None:
         super().__init__(world, split, size, transform)
-        if caption not in ("mixed", "short", "long"):
-            raise ValueError(f"caption: {caption!r} is not one of 'mixed', 'short', 'long'")
+        if caption not in CAPTION_MODES:
+            raise ValueError(f"caption: {caption!r} is not one of {', '.join(map(repr, CAPTION_MODES))}")
         if not 0.0 <= image_label_fraction <= 1.0:
             raise ValueError(f"image_label_fraction: {image_label_fraction} is outside [0, 1]")
         n_classes = len(world.classes)
@@ -91,8 +96,10 @@ class WorldPairs(_WorldDataset):
                 text = world.templates[int(u[2] * len(world.templates))].replace("{}", world.classes[label])
             else:
                 caps = scene_captions(layout.objects, layout.background, layout.gradient)
-                short = caption == "short" or (caption == "mixed" and u[1] < world.cfg.caption_repeat)
-                text = caps[0] if short else caps[-1]
+                short = caption == "short" or (caption in ("mixed", "varied") and u[1] < world.cfg.caption_repeat)
+                # u[2] picks the template of image-label samples only, so "varied" may reuse it here
+                descriptive = caps[1 + int(u[2] * (len(caps) - 1))] if caption == "varied" else caps[-1]
+                text = caps[0] if short else descriptive
                 label = self.class_texts.get(text)
                 if label is None:
                     label = table.setdefault(text, n_classes + len(table))

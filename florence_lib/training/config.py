@@ -35,7 +35,9 @@ class DataConfig:
     val_size: int = field(256, min=1, help="held-out images for zero-shot and retrieval validation")
     image_size: int = field(64, min=16, max=1024, help="image side in pixels (a phase may change it)")
     batch_size: int = field(64, min=2, help="images per optimizer step (UniCL needs at least 2)")
-    caption: Literal["mixed", "short", "long"] = field("mixed", help="which captions pair with an image")
+    caption: Literal["mixed", "short", "long", "varied"] = field(
+        "mixed", help="which captions pair with an image: short, long (the most descriptive), mixed (short with "
+        "probability repetition, else long), varied (short with probability repetition, else any descriptive one)")
     repetition: float = field(0.4, min=0.0, max=1.0,
                               help="mixed captions: share of pairs using the short caption many images share")
     num_workers: int = field(0, min=0, max=64, help="DataLoader worker processes")

@@ -12,10 +12,11 @@ same entry point runs under all three; CPU runs use gloo, CUDA runs NCCL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,15 @@ def _run_rank(rank_: int, fn: Callable[..., Any], args: tuple, world: int, port:
         torch.save(fn(*args), Path(out) / f"rank{rank_}.pt")
     finally:
         destroy()
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int) -> Iterator[None]:
+    """``threads`` torch CPU threads inside the block (0: unchanged), the caller's setting restored after it."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

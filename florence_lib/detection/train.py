@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import from_dict, to_dict
+from ..distributed import intra_op_threads
 from ..losses.detection import atss_loss
 from ..models.coswin import CoSwin, CoSwinConfig
 from ..models.dyhead import DyHeadDetector, create_detector, decode_boxes, detector_config
@@ -25,7 +26,6 @@ from ..runs import RunDir, seed_everything
 from ..training.checkpoint import latest_checkpoint, load_checkpoint, load_weights, read_model_spec
 from ..training.engine import Engine, resolve_device
 from ..training.optim import param_groups
-from ..training.pretrain import intra_op_threads
 from ..training.schedules import build_scheduler
 from .coco_eval import coco_evaluate, coco_ground_truth, coco_results, save_results
 from .config import DetectConfig

@@ -35,11 +35,11 @@ from torchvision.ops import box_iou, roi_align
 
 from ..data.tokenizer import Tokenizer
 from ..data.transforms import CLIP_MEAN, CLIP_STD
+from ..distributed import intra_op_threads
 from ..evaluation.features import text_encoder
 from ..evaluation.zero_shot import zero_shot_classifier
 from ..models.dyhead import DyHeadDetector
 from ..runs import RunDir
-from ..training.pretrain import intra_op_threads
 from .coco_eval import coco_evaluate, coco_ground_truth, coco_results, save_results
 from .config import DetectConfig, ZeroShotConfig
 from .data import WorldBoxes, normalise

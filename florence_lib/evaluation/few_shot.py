@@ -17,14 +17,14 @@ SGD as CD-FSL fine-tunes its backbone; far more expensive, so run on few episode
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from ..distributed import intra_op_threads
 
 
 @dataclass(frozen=True)
@@ -83,18 +83,6 @@ class FewShotResult:
                 "n_way": self.n_way, "k_shot": self.k_shot, "n_query": self.n_query}
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """The head's matmuls are tiny: with several intra-op threads, synchronising them costs ~10x the work
-    on a busy machine, so train on one thread and restore the caller's setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def train_episode_heads(support: torch.Tensor, labels: torch.Tensor, n_way: int,
                         support_flipped: torch.Tensor | None = None, *, epochs: int = 100,
                         batch_size: int = 4, lr: float = 0.01, momentum: float = 0.9,
@@ -109,7 +97,9 @@ def train_episode_heads(support: torch.Tensor, labels: torch.Tensor, n_way: int,
     opt = torch.optim.SGD([weight, bias], lr=lr, momentum=momentum, dampening=dampening,
                           weight_decay=weight_decay)
     batch_size = min(batch_size, s)
-    with _one_thread():
+    # the head's matmuls are tiny: with several intra-op threads, synchronising them costs ~10x the work on a
+    # busy machine, so train on one thread and restore the caller's setting afterwards
+    with intra_op_threads(1):
         for _ in range(epochs):
             _epoch(support, support_flipped, labels, weight, bias, opt, batch_size, dropout, generator)
     return weight.detach(), bias.detach()

@@ -25,11 +25,12 @@ reads zero, and so does a corner outside the map; forward and all gradients agre
 
 from __future__ import annotations
 
-import contextlib
 from typing import Literal
 
 import torch
 import torchvision.ops
+
+from ..distributed import intra_op_threads
 
 Impl = Literal["auto", "gather", "torchvision"]
 
@@ -72,25 +73,15 @@ def _bilinear(ly: torch.Tensor, lx: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return (1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Run a block on one intra-op thread. The gathers, ``index_add_`` and element-wise ops here are memory-bound
-    and short: over 2 threads on the shared 2-core machine they took 1-10x their 1-thread time (``index_add_``
-    21-200 ms against ~20 ms at batch 8, 64 channels). Measured in one run at 2 threads (load average ~7): the
-    whole path on one thread 6.7x torchvision's kernel, with its matmuls on 2 threads 4.3x, all on 2 threads
-    1.8x (``benchmarks/bench_detection.py --deform-only``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
+# One intra-op thread for the whole path. The gathers, ``index_add_`` and element-wise ops here are memory-bound
+# and short: over 2 threads on the shared 2-core machine they took 1-10x their 1-thread time (``index_add_``
+# 21-200 ms against ~20 ms at batch 8, 64 channels). Measured in one run at 2 threads (load average ~7): the
+# whole path on one thread 6.7x torchvision's kernel, with its matmuls on 2 threads 4.3x, all on 2 threads
+# 1.8x (``benchmarks/bench_detection.py --deform-only``).
 class _GatherDeformConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, offset, mask, weight, bias, stride, padding, dilation):
-        with _one_thread():
+        with intra_op_threads(1):
             return _GatherDeformConv._fwd(ctx, x, offset, mask, weight, bias, stride, padding, dilation)
 
     @staticmethod
@@ -123,7 +114,7 @@ class _GatherDeformConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        with _one_thread():
+        with intra_op_threads(1):
             return _GatherDeformConv._bwd(ctx, grad_out)
 
     @staticmethod

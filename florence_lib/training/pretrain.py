@@ -8,12 +8,11 @@ while the lr schedule continues. With ``cfg.resume`` a run continues from the ru
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from ..data.stream import MixedStream
 from ..data.tokenizer import Tokenizer
 from ..data.transforms import train_transform
 from ..data.world import World, WorldConfig, WorldPairs
-from ..distributed import barrier, is_main_process, rank, world_size
+from ..distributed import barrier, intra_op_threads, is_main_process, rank, world_size
 from ..models import create_model, interpolate_rel_pos_bias
 from ..runs import RunDir, seed_everything
 from .batches import PairCollate, step_loader
@@ -214,18 +213,6 @@ def _prepare_run_dir(cfg: PretrainConfig, run_dir: RunDir) -> Path | None:
     for r in kept:
         run_dir.log(r)
     return ckpt
-
-
-@contextlib.contextmanager
-def intra_op_threads(threads: int) -> Iterator[None]:
-    """``threads`` torch CPU threads inside the block (0: unchanged), the caller's setting restored after it."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _recorded_precision(run_dir: RunDir) -> dict[str, Any] | None:

@@ -87,8 +87,8 @@ def run_series(
     ``jobs`` > 1 runs that many notebooks at once, each as soon as the notebooks it reads
     (``series.prerequisites``) are done, in series order; each kernel then gets ``cores / jobs`` threads
     (``OMP_NUM_THREADS``), so that two kernels do not fight over the cores. Each notebook is driven from its own
-    process: two papermill clients in threads of one process share zmq's global context and one of them stops
-    receiving its kernel's replies (seen: a notebook that waited forever). The summary keeps series order."""
+    (spawned) process, so that two papermill clients share no state (papermill and its kernel client are not
+    documented as thread-safe). The summary keeps series order."""
     from .series import prerequisites
 
     stems = [nb.stem for nb in notebooks]

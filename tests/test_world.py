@@ -342,3 +342,39 @@ def test_transforms_any_size_and_video_consistency(world):
     assert video_eval_transform(40)(as_video(frames)).shape == (5, 3, 40, 40)
     with pytest.raises(ValueError, match="T, H, W, 3"):
         as_video(image)
+
+
+def test_photometric_augmentations_grey_invert_and_leave_texts_and_labels_alone(world):
+    image = world.scene("train", 0, image_size=32).image
+    mean = torch.tensor(CLIP_MEAN)[:, None, None]
+    std = torch.tensor(CLIP_STD)[:, None, None]
+    raw = torch.from_numpy(image).permute(2, 0, 1) / 255
+    crop = {"scale": (1.0, 1.0)}  # full-image crop of a square image: geometry is the identity
+    grey = train_transform(32, **crop, grayscale=1.0)(image) * std + mean
+    assert torch.allclose(grey[0], grey[1], atol=1e-5) and torch.allclose(grey[1], grey[2], atol=1e-5)
+    assert not torch.allclose(raw[0], raw[2], atol=1e-2)  # the scene had colour to lose
+    negative = train_transform(32, **crop, invert=1.0)(image) * std + mean
+    assert torch.allclose(negative, 1 - raw, atol=1e-5)
+    assert torch.allclose(train_transform(32, **crop, grayscale=0.0, invert=0.0)(image) * std + mean, raw, atol=1e-5)
+    torch.manual_seed(0)
+    half = [train_transform(32, **crop, grayscale=0.5)(image) * std + mean for _ in range(200)]
+    share = sum(bool(torch.allclose(x[0], x[2], atol=1e-5)) for x in half) / 200
+    assert 0.35 < share < 0.65
+    with pytest.raises(ValueError, match="grayscale"):
+        train_transform(32, grayscale=1.5)
+    # the transform touches pixels only: the pairs' texts and UniCL labels are the un-augmented ones
+    plain = WorldPairs(world, "train", 16, image_label_fraction=0.5)
+    augmented = WorldPairs(world, "train", 16, image_label_fraction=0.5,
+                           transform=train_transform(32, grayscale=1.0, invert=1.0))
+    assert plain.texts == augmented.texts and plain.labels == augmented.labels
+    assert augmented[3]["text"] == plain[3]["text"] and augmented[3]["label"] == plain[3]["label"]
+
+
+def test_pretrain_config_refuses_bad_augmentation_probabilities():
+    from florence_lib.training.config import PretrainConfig
+
+    assert from_dict(PretrainConfig, {"data": {"grayscale": 0.2, "invert": 0.1}}).data.grayscale == 0.2
+    with pytest.raises(ConfigError, match="grayscale"):
+        from_dict(PretrainConfig, {"data": {"grayscale": 1.5}})
+    with pytest.raises(ConfigError, match="invert"):
+        from_dict(PretrainConfig, {"data": {"invert": -0.1}})

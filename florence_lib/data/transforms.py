@@ -7,6 +7,9 @@ UniCL do, so weights and features stay comparable with CLIP-trained models.
 
 Random crops default to open_clip's mild ``scale=(0.9, 1.0)`` and flips default to off: the embedded world's
 captions name positions ("at the top left", "to the left of"), which aggressive crops or flips would falsify.
+Photometric augmentations (``grayscale``, ``invert``, SimCLR's and torchvision's generic ones) default to off: they
+keep every position and shape word true but not colour words, so a pretraining profile uses them with a small
+probability (see configs/pretrain/quick.yaml).
 """
 
 from __future__ import annotations
@@ -30,12 +33,22 @@ def tensor_transform() -> v2.Compose:
 
 
 def train_transform(
-    image_size: int, scale: tuple[float, float] = (0.9, 1.0), hflip: float = 0.0
+    image_size: int, scale: tuple[float, float] = (0.9, 1.0), hflip: float = 0.0, grayscale: float = 0.0,
+    invert: float = 0.0,
 ) -> v2.Compose:
-    """Random resized crop to ``image_size`` (+ optional horizontal flip), then CLIP normalisation."""
+    """Random resized crop to ``image_size`` (+ optional horizontal flip), then with probability ``grayscale``
+    a grey image (3 equal channels) and independently with probability ``invert`` the colour negative, then
+    CLIP normalisation. Geometry and photometry are drawn independently."""
+    for name, p in (("hflip", hflip), ("grayscale", grayscale), ("invert", invert)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name}: probability {p} is outside [0, 1]")
     ops: list[v2.Transform] = [v2.ToImage(), v2.RandomResizedCrop(image_size, scale=scale, antialias=True)]
     if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(hflip))
+    if grayscale > 0:
+        ops.append(v2.RandomGrayscale(grayscale))
+    if invert > 0:
+        ops.append(v2.RandomInvert(invert))
     return v2.Compose(ops + _finish())
 
 

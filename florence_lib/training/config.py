@@ -40,6 +40,12 @@ class DataConfig:
         "probability repetition, else long), varied (short with probability repetition, else any descriptive one)")
     repetition: float = field(0.4, min=0.0, max=1.0,
                               help="mixed captions: share of pairs using the short caption many images share")
+    grayscale: float = field(0.0, min=0.0, max=1.0,
+                             help="probability that a training image is turned grey (torchvision RandomGrayscale); "
+                                  "shape and position words stay true, colour words do not, so keep it small")
+    invert: float = field(0.0, min=0.0, max=1.0,
+                          help="probability that a training image is colour-inverted (RandomInvert), drawn "
+                               "independently of grayscale; colour words turn false, so keep it small")
     num_workers: int = field(0, min=0, max=64, help="DataLoader worker processes")
 
     def validate(self) -> None:

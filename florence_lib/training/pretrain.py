@@ -148,7 +148,7 @@ def phase_loader(cfg: PretrainConfig, phase: Phase, tokenizer: Tokenizer, step: 
     resumed run is exact. With shards the sources stream (``data.stream``): each reader skips the ``positions``
     saved with the checkpoint, or without them its share of the samples consumed before ``step``.
     """
-    transform = train_transform(phase.image_size)
+    transform = train_transform(phase.image_size, grayscale=cfg.data.grayscale, invert=cfg.data.invert)
 
     def world() -> WorldPairs:
         return WorldPairs(world_for(cfg.data, phase.image_size), "train", cfg.data.train_size, transform=transform,

@@ -47,11 +47,12 @@ def tiny() -> torch.nn.Module:
 def tiny_config(**changes) -> PretrainConfig:
     """A run of a few seconds: 2 + 2 steps at 64 px, then 2 steps at 96 px with a bigger window."""
     base = {
-        "data": {"train_size": 128, "val_size": 16, "batch_size": 8},
+        "data": {"train_size": 128, "val_size": 16, "batch_size": 8, "grayscale": 0.3, "invert": 0.2},
         "optim": {"warmup_steps": 1, "lr": 5e-4},
         "phases": [{"name": "stage1", "steps": 2, "image_label_fraction": 0.5}, {"name": "stage2", "steps": 2},
                    {"name": "hires", "steps": 2, "image_size": 96, "window_size": 6}],
-        "model_overrides": {"image": {"drop_path_rate": 0.1}},  # resume must reproduce stochastic depth too
+        "model_overrides": {"image": {"drop_path_rate": 0.1}},  # resume must reproduce stochastic depth and
+        # the photometric augmentations too
         "log_every": 1, "eval_every": 0, "checkpoint_every": 2, "device": "cpu",
     }
     return from_dict(PretrainConfig, {**base, **changes})

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+import yaml
 
 from florence_lib.config import from_dict, load_config
 from florence_lib.data.tokenizer import Tokenizer
+from florence_lib.data.transforms import CLIP_MEAN, CLIP_STD
 from florence_lib.models import create_model, interpolate_rel_pos_bias
 from florence_lib.runs import PROJECT_ROOT, RunDir
 from florence_lib.training import Engine, PretrainConfig, pretrain
@@ -245,3 +249,29 @@ def test_profiles_validate(profile):
     if profile == "paper":
         assert cfg.model == "unicl_huge" and cfg.data.batch_size == 24_576
         assert [p.image_size for p in cfg.phases][-1] == 384
+
+
+def test_a_phase_sets_its_own_augmentation_probabilities():
+    from florence_lib.training.pretrain import phase_transform, plan_phases
+
+    cfg = tiny_config(phases=[{"name": "stage1", "steps": 2}, {"name": "stage2", "steps": 2, "grayscale": 1.0,
+                                                                "invert": 0.0}])
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    first, second = (phase_transform(cfg, p) for p in plan_phases(cfg))
+    assert [type(t).__name__ for t in first.transforms].count("RandomInvert") == 1  # data.invert 0.2 inherited
+    grey = second(image)
+    assert torch.allclose(grey[0] * CLIP_STD[0] + CLIP_MEAN[0], grey[2] * CLIP_STD[2] + CLIP_MEAN[2], atol=1e-5)
+    assert "RandomInvert" not in [type(t).__name__ for t in second.transforms]  # the phase's 0.0 wins
+
+
+@pytest.mark.slow
+def test_a_checkpoint_saved_before_a_key_existed_resumes_when_the_key_is_at_its_default(tmp_path):
+    plain = tiny_config(data={"train_size": 128, "val_size": 16, "batch_size": 8},
+                        phases=[{"name": "stage1", "steps": 2}, {"name": "stage2", "steps": 1}])
+    pretrain(plain, tmp_path)
+    shutil.rmtree(tmp_path / "checkpoints" / "step-00000003")
+    saved = tmp_path / "checkpoints" / "step-00000002" / "config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["data"]["grayscale"], old["phases"][0]["invert"]
+    saved.write_text(yaml.safe_dump(old))
+    assert pretrain(plain, tmp_path)["steps"] == 3

@@ -85,6 +85,8 @@ class PhaseConfig:
                                         help="fraction of samples that are image-label data as prompted text")
     image_size: int | None = field(None, min=16, max=1024, help="null: data.image_size")
     window_size: int | None = field(None, min=1, max=64, help="null: the previous phase's (first phase: the preset's)")
+    grayscale: float | None = field(None, min=0.0, max=1.0, help="null: data.grayscale (this phase's probability)")
+    invert: float | None = field(None, min=0.0, max=1.0, help="null: data.invert (this phase's probability)")
 
 
 @dataclass

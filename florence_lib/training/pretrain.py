@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import deep_merge, to_dict
+from ..config import deep_merge, from_dict, to_dict
 from ..data.mixing import DataTracker, MixCollate, MixedPairs, open_sources
 from ..data.sources import SourceConfig, check_sources, describe_sources
 from ..data.stream import MixedStream
@@ -140,6 +140,14 @@ def phase_sources(cfg: PretrainConfig, phase: Phase) -> list[SourceConfig]:
     return sources
 
 
+def phase_transform(cfg: PretrainConfig, phase: Phase) -> Any:
+    """The phase's training transform: its image size, and its photometric augmentation probabilities (the
+    phase's own where set, else ``data``'s)."""
+    p = phase.cfg
+    return train_transform(phase.image_size, grayscale=cfg.data.grayscale if p.grayscale is None else p.grayscale,
+                           invert=cfg.data.invert if p.invert is None else p.invert)
+
+
 def phase_loader(cfg: PretrainConfig, phase: Phase, tokenizer: Tokenizer, step: int,
                  positions: dict[int, int] | None = None) -> tuple[Iterable[dict[str, Any]], DataTracker]:
     """The phase's batches from global ``step`` on, and the tracker of their data counts and stream positions.
@@ -148,7 +156,7 @@ def phase_loader(cfg: PretrainConfig, phase: Phase, tokenizer: Tokenizer, step: 
     resumed run is exact. With shards the sources stream (``data.stream``): each reader skips the ``positions``
     saved with the checkpoint, or without them its share of the samples consumed before ``step``.
     """
-    transform = train_transform(phase.image_size, grayscale=cfg.data.grayscale, invert=cfg.data.invert)
+    transform = phase_transform(cfg, phase)
 
     def world() -> WorldPairs:
         return WorldPairs(world_for(cfg.data, phase.image_size), "train", cfg.data.train_size, transform=transform,
@@ -204,7 +212,8 @@ def _prepare_run_dir(cfg: PretrainConfig, run_dir: RunDir) -> Path | None:
         shutil.rmtree(run_dir.path / "data_state", ignore_errors=True)  # stream positions of that run
         (run_dir.path / "metrics.jsonl").unlink(missing_ok=True)
         return None
-    if _comparable(load_config_dict(ckpt)) != _comparable(to_dict(cfg)):
+    saved = to_dict(from_dict(PretrainConfig, load_config_dict(ckpt)))  # keys added since take their defaults
+    if _comparable(saved) != _comparable(to_dict(cfg)):
         raise ValueError(f"{ckpt}: saved with a different training config; resume with that config, "
                          f"or set resume=false to start over in {run_dir.path}")
     step = checkpoint_step(ckpt)

@@ -25,9 +25,11 @@ reads zero, and so does a corner outside the map; forward and all gradients agre
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 import torchvision.ops
 
 from ..distributed import intra_op_threads
@@ -43,8 +45,8 @@ def _corner_plan(offset: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]
                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]):
     """Rows of the four bilinear corners of every (batch, y, x, tap) point in the zero-bordered table.
 
-    Returns ``rows`` [4, n], the fractional parts ``ly, lx`` [n] and ``inside`` [n] (the point reads anything),
-    ``mask`` flattened [n]. Corner order: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
+    Returns ``rows`` [n, 4], the fractional parts ``ly, lx`` [n], ``inside`` [n] (the point reads anything) and
+    ``mask`` flattened [n], zero outside. Corner order: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
     """
     b, _, ho, wo = offset.shape
     (h, w), (kh, kw) = size, kernel
@@ -64,20 +66,46 @@ def _corner_plan(offset: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]
     batch = torch.arange(b, device=device).repeat_interleave(ho * wo * taps)
     row00 = (batch * (h + 2) + y0.long() + 1) * (w + 2) + x0.long() + 1
     row00 = torch.where(inside, row00, 0)
-    rows = torch.stack((row00, row00 + 1, row00 + w + 2, row00 + w + 3))
+    rows = row00[:, None] + torch.tensor([0, 1, w + 2, w + 3], device=device)
     mask = mask.permute(0, 2, 3, 1).reshape(-1) * inside
     return rows, ly, lx, inside, mask
 
 
-def _bilinear(ly: torch.Tensor, lx: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return (1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx
+def _bilinear(ly: torch.Tensor, lx: torch.Tensor) -> torch.Tensor:
+    """[n, 4] bilinear weights of the corners (y0, x0), (y0, x1), (y1, x0), (y1, x1)."""
+    return torch.stack(((1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx), 1)
 
 
-# One intra-op thread for the whole path. The gathers, ``index_add_`` and element-wise ops here are memory-bound
-# and short: over 2 threads on the shared 2-core machine they took 1-10x their 1-thread time (``index_add_``
-# 21-200 ms against ~20 ms at batch 8, 64 channels). Measured in one run at 2 threads (load average ~7): the
-# whole path on one thread 6.7x torchvision's kernel, with its matmuls on 2 threads 4.3x, all on 2 threads
-# 1.8x (``benchmarks/bench_detection.py --deform-only``).
+def _corner_dots(rows: torch.Tensor, rows_grad: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """[n, 4]: ``<rows_grad[i], table[rows[i, k]]>``, a sampled dense product on the corners' sparsity pattern."""
+    n, table_rows = rows.shape[0], table.shape[0]
+    index = torch.int32 if max(rows.numel(), table_rows) < 2**31 else torch.int64  # MKL's fast path is 32-bit
+    with warnings.catch_warnings():  # "sparse CSR support is in beta state", once per process
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(
+            torch.arange(0, rows.numel() + 1, 4, dtype=index, device=rows.device), rows.reshape(-1).to(index),
+            torch.ones(rows.numel(), dtype=table.dtype, device=table.device), size=(n, table_rows),
+            check_invariants=False)
+        return torch.sparse.sampled_addmm(pattern, rows_grad, table.t(), beta=0.0).values().view(n, 4)
+
+
+def _scatter_rows(rows: torch.Tensor, weights: torch.Tensor, values: torch.Tensor, table_rows: int) -> torch.Tensor:
+    """``out[r] = sum of weights[i, k] * values[i] over rows[i, k] == r``: the transposed weighted gather.
+
+    Sorting the corners by destination row turns the scatter into a gather (``embedding_bag`` with one bag per
+    table row), several times faster than ``index_add_`` (which runs one small add per source row).
+    """
+    flat = rows.reshape(-1)
+    order = torch.sort(flat.to(torch.int32) if table_rows < 2**31 else flat, stable=True).indices
+    starts = torch.zeros(table_rows, dtype=torch.long, device=rows.device)
+    torch.cumsum(torch.bincount(flat, minlength=table_rows)[:-1], 0, out=starts[1:])
+    return F.embedding_bag(order // 4, values, starts, mode="sum", per_sample_weights=weights.reshape(-1).index_select(0, order))
+
+
+# One intra-op thread for the whole path. Its gathers and element-wise ops are memory-bound and short: over 2
+# threads on the shared 2-core machine they took 1-10x their 1-thread time, and under load (1-min load average
+# ~9) the whole path at 2 threads took 2.6-4x its time at 1 thread (``benchmarks/bench_detection.py
+# --deform-only``, which measures both).
 class _GatherDeformConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, offset, mask, weight, bias, stride, padding, dilation):
@@ -89,28 +117,21 @@ class _GatherDeformConv(torch.autograd.Function):
         b, c, h, w = x.shape
         c_out, _, kh, kw = weight.shape
         ho, wo = offset.shape[2:]
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         with torch.autocast(x.device.type, enabled=False):
-            table = torch.zeros(b, h + 2, w + 2, c, dtype=x.dtype, device=x.device)
-            table[:, 1:-1, 1:-1] = x.permute(0, 2, 3, 1)
-            table = table.view(-1, c)
-            rows, ly, lx, inside, m = _corner_plan(offset.to(x.dtype), mask.to(x.dtype), (h, w), (kh, kw),
+            table = F.pad(x.to(dtype).permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1)).reshape(-1, c)
+            rows, ly, lx, inside, m = _corner_plan(offset.to(dtype), mask.to(dtype), (h, w), (kh, kw),
                                                    stride, padding, dilation)
-            # One reused gather buffer: fresh [points, channels] tensors cost page faults, not just copies.
-            samples, corner = (torch.empty(rows.shape[1], c, dtype=x.dtype, device=x.device) for _ in range(2))
-            for k, (r, bw) in enumerate(zip(rows, _bilinear(ly, lx))):
-                torch.index_select(table, 0, r, out=corner)
-                if k == 0:
-                    torch.mul(corner, (bw * m)[:, None], out=samples)
-                else:
-                    samples.addcmul_(corner, (bw * m)[:, None])
-            w2d = weight.to(x.dtype).permute(0, 2, 3, 1).reshape(c_out, -1)  # [c_out, taps * c]
-            out = samples.view(b * ho * wo, -1) @ w2d.t()
-            if bias is not None:
-                out += bias.to(x.dtype)
-        ctx.save_for_backward(table, samples, rows, ly, lx, inside, m, w2d)
-        ctx.shapes = (x.shape, offset.dtype, mask.dtype, weight.shape, weight.dtype,
+            bw = _bilinear(ly, lx)
+            # The samples, ordered (batch, y, x, tap) x channel, are the im2col matrix: one matmul gives the output.
+            samples = F.embedding_bag(rows, table, mode="sum", per_sample_weights=bw * m[:, None])
+            w2d = weight.to(dtype).permute(0, 2, 3, 1).reshape(c_out, -1)  # [c_out, taps * c]
+            flat = samples.view(b * ho * wo, -1)
+            out = flat @ w2d.t() if bias is None else torch.addmm(bias.to(dtype), flat, w2d.t())
+        ctx.save_for_backward(table, samples, rows, bw, ly, lx, inside, m, w2d)
+        ctx.shapes = (x.shape, x.dtype, offset.dtype, mask.dtype, weight.shape, weight.dtype,
                       None if bias is None else bias.dtype)
-        return out.view(b, ho, wo, c_out).permute(0, 3, 1, 2)
+        return out.view(b, ho, wo, c_out).permute(0, 3, 1, 2).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -119,8 +140,8 @@ class _GatherDeformConv(torch.autograd.Function):
 
     @staticmethod
     def _bwd(ctx, grad_out):
-        table, samples, rows, ly, lx, inside, m, w2d = ctx.saved_tensors
-        x_shape, offset_dtype, mask_dtype, weight_shape, weight_dtype, bias_dtype = ctx.shapes
+        table, samples, rows, bw, ly, lx, inside, m, w2d = ctx.saved_tensors
+        x_shape, x_dtype, offset_dtype, mask_dtype, weight_shape, weight_dtype, bias_dtype = ctx.shapes
         b, c, h, w = x_shape
         c_out, _, kh, kw = weight_shape
         _, _, ho, wo = grad_out.shape
@@ -130,21 +151,15 @@ class _GatherDeformConv(torch.autograd.Function):
             grad_weight = (go.t() @ samples.view(go.shape[0], -1)).view(c_out, kh, kw, c).permute(0, 3, 1, 2)
             grad_bias = go.sum(0) if bias_dtype is not None else None
             grad_samples = (go @ w2d).view(-1, c)
-            grad_table = torch.zeros_like(table) if ctx.needs_input_grad[0] else None
-            dots = []  # per corner: <d samples, corner value>, the derivative of the sample by its weight
-            buffer = torch.empty_like(grad_samples)
-            for r, bw in zip(rows, _bilinear(ly, lx)):
-                if grad_table is not None:
-                    grad_table.index_add_(0, r, torch.mul(grad_samples, (bw * m)[:, None], out=buffer))
-                corner = torch.index_select(table, 0, r, out=buffer)  # a row-wise dot as a batched matmul (fastest)
-                dots.append(torch.bmm(corner.unsqueeze(1), grad_samples.unsqueeze(2)).view(-1))
-            d00, d01, d10, d11 = dots
-            grad_mask = sum(bw * d for bw, d in zip(_bilinear(ly, lx), dots)) * inside
+            grad_x = None
+            if ctx.needs_input_grad[0]:
+                grad_table = _scatter_rows(rows, bw * m[:, None], grad_samples, table.shape[0])
+                grad_x = grad_table.view(b, h + 2, w + 2, c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2).to(x_dtype)
+            # Per corner <d sample, corner value>: the derivative of the sample by that corner's weight.
+            d00, d01, d10, d11 = _corner_dots(rows, grad_samples, table).unbind(1)
+            grad_mask = (bw * torch.stack((d00, d01, d10, d11), 1)).sum(1) * inside
             grad_py = m * ((1 - lx) * (d10 - d00) + lx * (d11 - d01))
             grad_px = m * ((1 - ly) * (d01 - d00) + ly * (d11 - d10))
-        grad_x = None
-        if grad_table is not None:
-            grad_x = grad_table.view(b, h + 2, w + 2, c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2)
         grad_offset = torch.stack((grad_py, grad_px), -1).view(b, ho, wo, taps, 2).permute(0, 3, 4, 1, 2)
         grad_offset = grad_offset.reshape(b, 2 * taps, ho, wo).to(offset_dtype)
         grad_mask = grad_mask.view(b, ho, wo, taps).permute(0, 3, 1, 2).to(mask_dtype)

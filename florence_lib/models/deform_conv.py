@@ -42,32 +42,35 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def _corner_plan(offset: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], kernel: tuple[int, int],
-                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]):
-    """Rows of the four bilinear corners of every (batch, y, x, tap) point in the zero-bordered table.
+                 stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int):
+    """Rows of the four bilinear corners of every (batch, y, x, tap, offset group) point in the bordered table.
 
-    Returns ``rows`` [n, 4], the fractional parts ``ly, lx`` [n], ``inside`` [n] (the point reads anything) and
-    ``mask`` flattened [n], zero outside. Corner order: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
+    The table is the zero-bordered channels-last input, ``[b * (h + 2) * (w + 2) * groups, channels / groups]``:
+    row ``pixel * groups + g`` holds offset group ``g``'s channels of that pixel. Returns ``rows`` [n, 4], the
+    fractional parts ``ly, lx`` [n], ``inside`` [n] (the point reads anything) and ``mask`` flattened [n], zero
+    outside. Corner order: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
     """
     b, _, ho, wo = offset.shape
     (h, w), (kh, kw) = size, kernel
     taps = kh * kw
     dtype, device = offset.dtype, offset.device
-    tap_y = (torch.arange(kh, device=device, dtype=dtype) * dilation[0]).repeat_interleave(kw)
-    tap_x = (torch.arange(kw, device=device, dtype=dtype) * dilation[1]).repeat(kh)
+    tap_y = (torch.arange(kh, device=device, dtype=dtype) * dilation[0]).repeat_interleave(kw)[:, None]
+    tap_x = (torch.arange(kw, device=device, dtype=dtype) * dilation[1]).repeat(kh)[:, None]
     out_y = torch.arange(ho, device=device, dtype=dtype) * stride[0] - padding[0]
     out_x = torch.arange(wo, device=device, dtype=dtype) * stride[1] - padding[1]
-    off = offset.view(b, taps, 2, ho, wo).permute(0, 3, 4, 1, 2)  # [b, ho, wo, taps, 2]
-    py = (out_y[None, :, None, None] + tap_y + off[..., 0]).reshape(-1)
-    px = (out_x[None, None, :, None] + tap_x + off[..., 1]).reshape(-1)
+    off = offset.view(b, groups, taps, 2, ho, wo).permute(0, 4, 5, 2, 1, 3)  # [b, ho, wo, taps, groups, 2]
+    py = (out_y[None, :, None, None, None] + tap_y + off[..., 0]).reshape(-1)
+    px = (out_x[None, None, :, None, None] + tap_x + off[..., 1]).reshape(-1)
     inside = (py > -1) & (py < h) & (px > -1) & (px < w)
     y0, x0 = py.floor(), px.floor()
     ly, lx = py - y0, px - x0
-    # Row of corner (y0, x0) in the [b, h + 2, w + 2] bordered table; points outside read row 0 (border).
-    batch = torch.arange(b, device=device).repeat_interleave(ho * wo * taps)
-    row00 = (batch * (h + 2) + y0.long() + 1) * (w + 2) + x0.long() + 1
+    # Row of corner (y0, x0); points outside read row 0 (the border) with weight 0.
+    batch = torch.arange(b, device=device).repeat_interleave(ho * wo * taps * groups)
+    group = torch.arange(groups, device=device).repeat(b * ho * wo * taps)
+    row00 = ((batch * (h + 2) + y0.long() + 1) * (w + 2) + x0.long() + 1) * groups + group
     row00 = torch.where(inside, row00, 0)
-    rows = row00[:, None] + torch.tensor([0, 1, w + 2, w + 3], device=device)
-    mask = mask.permute(0, 2, 3, 1).reshape(-1) * inside
+    rows = row00[:, None] + torch.tensor([0, 1, w + 2, w + 3], device=device) * groups
+    mask = mask.view(b, groups, taps, ho, wo).permute(0, 3, 4, 2, 1).reshape(-1) * inside
     return rows, ly, lx, inside, mask
 
 
@@ -119,19 +122,21 @@ class _GatherDeformConv(torch.autograd.Function):
         ho, wo = offset.shape[2:]
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         with torch.autocast(x.device.type, enabled=False):
-            table = F.pad(x.to(dtype).permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1)).reshape(-1, c)
+            groups = offset.shape[1] // (2 * kh * kw)
+            table = F.pad(x.to(dtype).permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1)).reshape(-1, c // groups)
             rows, ly, lx, inside, m = _corner_plan(offset.to(dtype), mask.to(dtype), (h, w), (kh, kw),
-                                                   stride, padding, dilation)
-            bw = _bilinear(ly, lx)
+                                                   stride, padding, dilation, groups)
+            weights = _bilinear(ly, lx) * m[:, None]  # the mask folded into the corner weights
             # The samples, ordered (batch, y, x, tap) x channel, are the im2col matrix: one matmul gives the output.
-            samples = F.embedding_bag(rows, table, mode="sum", per_sample_weights=bw * m[:, None])
+            samples = F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)
             w2d = weight.to(dtype).permute(0, 2, 3, 1).reshape(c_out, -1)  # [c_out, taps * c]
-            flat = samples.view(b * ho * wo, -1)
-            out = flat @ w2d.t() if bias is None else torch.addmm(bias.to(dtype), flat, w2d.t())
-        ctx.save_for_backward(table, samples, rows, bw, ly, lx, inside, m, w2d)
-        ctx.shapes = (x.shape, x.dtype, offset.dtype, mask.dtype, weight.shape, weight.dtype,
+            out = torch.matmul(w2d, samples.view(b, ho * wo, -1).transpose(1, 2))  # [b, c_out, ho * wo]: NCHW
+            if bias is not None:
+                out += bias.to(dtype)[:, None]
+        ctx.save_for_backward(table, samples, rows, weights, ly, lx, inside, m, w2d)
+        ctx.shapes = (x.shape, groups, x.dtype, offset.dtype, mask.dtype, weight.shape, weight.dtype,
                       None if bias is None else bias.dtype)
-        return out.view(b, ho, wo, c_out).permute(0, 3, 1, 2).to(x.dtype)
+        return out.view(b, c_out, ho, wo).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -140,29 +145,31 @@ class _GatherDeformConv(torch.autograd.Function):
 
     @staticmethod
     def _bwd(ctx, grad_out):
-        table, samples, rows, bw, ly, lx, inside, m, w2d = ctx.saved_tensors
-        x_shape, x_dtype, offset_dtype, mask_dtype, weight_shape, weight_dtype, bias_dtype = ctx.shapes
+        table, samples, rows, weights, ly, lx, inside, m, w2d = ctx.saved_tensors
+        x_shape, groups, x_dtype, offset_dtype, mask_dtype, weight_shape, weight_dtype, bias_dtype = ctx.shapes
         b, c, h, w = x_shape
         c_out, _, kh, kw = weight_shape
         _, _, ho, wo = grad_out.shape
         taps = kh * kw
         with torch.autocast(grad_out.device.type, enabled=False):
-            go = grad_out.to(table.dtype).permute(0, 2, 3, 1).reshape(-1, c_out)
-            grad_weight = (go.t() @ samples.view(go.shape[0], -1)).view(c_out, kh, kw, c).permute(0, 3, 1, 2)
-            grad_bias = go.sum(0) if bias_dtype is not None else None
-            grad_samples = (go @ w2d).view(-1, c)
+            go = grad_out.to(table.dtype).reshape(b, c_out, ho * wo)
+            grad_weight = torch.bmm(go, samples.view(b, ho * wo, -1)).sum(0)
+            grad_weight = grad_weight.view(c_out, kh, kw, c).permute(0, 3, 1, 2)
+            grad_bias = go.sum((0, 2)) if bias_dtype is not None else None
+            grad_samples = torch.matmul(go.transpose(1, 2), w2d).view(-1, c // groups)  # [(b, y, x, tap, g), c/g]
             grad_x = None
             if ctx.needs_input_grad[0]:
-                grad_table = _scatter_rows(rows, bw * m[:, None], grad_samples, table.shape[0])
+                grad_table = _scatter_rows(rows, weights, grad_samples, table.shape[0])
                 grad_x = grad_table.view(b, h + 2, w + 2, c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2).to(x_dtype)
             # Per corner <d sample, corner value>: the derivative of the sample by that corner's weight.
             d00, d01, d10, d11 = _corner_dots(rows, grad_samples, table).unbind(1)
-            grad_mask = (bw * torch.stack((d00, d01, d10, d11), 1)).sum(1) * inside
+            grad_mask = ((1 - ly) * ((1 - lx) * d00 + lx * d01) + ly * ((1 - lx) * d10 + lx * d11)) * inside
             grad_py = m * ((1 - lx) * (d10 - d00) + lx * (d11 - d01))
             grad_px = m * ((1 - ly) * (d01 - d00) + ly * (d11 - d10))
-        grad_offset = torch.stack((grad_py, grad_px), -1).view(b, ho, wo, taps, 2).permute(0, 3, 4, 1, 2)
-        grad_offset = grad_offset.reshape(b, 2 * taps, ho, wo).to(offset_dtype)
-        grad_mask = grad_mask.view(b, ho, wo, taps).permute(0, 3, 1, 2).to(mask_dtype)
+        grad_offset = torch.stack((grad_py, grad_px), -1).view(b, ho, wo, taps, groups, 2).permute(0, 4, 3, 5, 1, 2)
+        grad_offset = grad_offset.reshape(b, groups * 2 * taps, ho, wo).to(offset_dtype)
+        grad_mask = grad_mask.view(b, ho, wo, taps, groups).permute(0, 4, 3, 1, 2)
+        grad_mask = grad_mask.reshape(b, groups * taps, ho, wo).to(mask_dtype)
         grad_weight = grad_weight.to(weight_dtype)
         grad_bias = None if grad_bias is None else grad_bias.to(bias_dtype)
         return grad_x, grad_offset, grad_mask, grad_weight, grad_bias, None, None, None
@@ -182,7 +189,7 @@ def deform_conv2d(
     """Modulated deformable conv with ``torchvision.ops.deform_conv2d``'s signature and semantics.
 
     ``impl="auto"``: torchvision's kernel on CUDA (fused, fast there), the gather path elsewhere (and for the
-    reduced-precision inputs torchvision's CPU kernel does not take). One offset group, no weight groups.
+    reduced-precision inputs torchvision's CPU kernel does not take). Any number of offset groups; no weight groups.
     """
     if impl not in ("auto", "gather", "torchvision"):
         raise ValueError(f"impl: {impl!r} is not one of 'auto', 'gather', 'torchvision'")
@@ -193,9 +200,13 @@ def deform_conv2d(
     c_out, c_in, kh, kw = weight.shape
     if c_in != c:
         raise ValueError(f"weight: {c_in} input channels, x has {c} (weight groups are not supported)")
-    if offset.shape[1] != 2 * kh * kw:
-        raise ValueError(f"offset: {offset.shape[1]} channels; one offset group of a {kh}x{kw} kernel needs "
-                         f"{2 * kh * kw}")
+    groups = offset.shape[1] // (2 * kh * kw)
+    if groups == 0 or offset.shape[1] % (2 * kh * kw) or c % groups:
+        raise ValueError(f"offset: {offset.shape[1]} channels; a {kh}x{kw} kernel needs {2 * kh * kw} per offset "
+                         f"group, and the groups must divide the {c} input channels")
     if mask is None:
-        mask = torch.ones(b, kh * kw, *offset.shape[2:], dtype=x.dtype, device=x.device)
+        mask = torch.ones(b, groups * kh * kw, *offset.shape[2:], dtype=x.dtype, device=x.device)
+    if mask.shape[1] != groups * kh * kw:
+        raise ValueError(f"mask: {mask.shape[1]} channels; {groups} offset group(s) of a {kh}x{kw} kernel need "
+                         f"{groups * kh * kw}")
     return _GatherDeformConv.apply(x, offset, mask, weight, bias, _pair(stride), _pair(padding), _pair(dilation))

@@ -54,22 +54,25 @@ def _corner_plan(offset: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]
     (h, w), (kh, kw) = size, kernel
     taps = kh * kw
     dtype, device = offset.dtype, offset.device
-    tap_y = (torch.arange(kh, device=device, dtype=dtype) * dilation[0]).repeat_interleave(kw)[:, None]
+    tap_y = (torch.arange(kh, device=device, dtype=dtype) * dilation[0]).repeat_interleave(kw)[:, None]  # [taps, 1]
     tap_x = (torch.arange(kw, device=device, dtype=dtype) * dilation[1]).repeat(kh)[:, None]
     out_y = torch.arange(ho, device=device, dtype=dtype) * stride[0] - padding[0]
     out_x = torch.arange(wo, device=device, dtype=dtype) * stride[1] - padding[1]
-    off = offset.view(b, groups, taps, 2, ho, wo).permute(0, 4, 5, 2, 1, 3)  # [b, ho, wo, taps, groups, 2]
-    py = (out_y[None, :, None, None, None] + tap_y + off[..., 0]).reshape(-1)
-    px = (out_x[None, None, :, None, None] + tap_x + off[..., 1]).reshape(-1)
-    inside = (py > -1) & (py < h) & (px > -1) & (px < w)
+    off = offset.view(b, groups, taps, 2, ho, wo).permute(0, 4, 5, 2, 1, 3).contiguous()  # [b, ho, wo, taps, groups, 2]
+    py = out_y[:, None, None, None] + tap_y + off[..., 0]  # [b, ho, wo, taps, groups]
+    px = out_x[:, None, None] + tap_x + off[..., 1]
+    inside = ((py > -1) & (py < h) & (px > -1) & (px < w)).reshape(-1)
     y0, x0 = py.floor(), px.floor()
-    ly, lx = py - y0, px - x0
-    # Row of corner (y0, x0); points outside read row 0 (the border) with weight 0.
-    batch = torch.arange(b, device=device).repeat_interleave(ho * wo * taps * groups)
-    group = torch.arange(groups, device=device).repeat(b * ho * wo * taps)
-    row00 = ((batch * (h + 2) + y0.long() + 1) * (w + 2) + x0.long() + 1) * groups + group
+    ly, lx = (py - y0).reshape(-1), (px - x0).reshape(-1)
+    # Row of corner (y0, x0), by broadcasting the batch and group terms; points outside read row 0 (the border)
+    # with weight 0.
+    batch = torch.arange(b, device=device).view(b, 1, 1, 1, 1) * (h + 2)
+    group = torch.arange(groups, device=device)
+    row00 = (((y0.long() + 1 + batch) * (w + 2) + x0.long() + 1) * groups + group).reshape(-1)
     row00 = torch.where(inside, row00, 0)
     rows = row00[:, None] + torch.tensor([0, 1, w + 2, w + 3], device=device) * groups
+    if rows.numel() < 2**31 and b * (h + 2) * (w + 2) * groups < 2**31:
+        rows = rows.int()  # the sort, the gathers and MKL's sparse kernels are faster on 32-bit indices
     mask = mask.view(b, groups, taps, ho, wo).permute(0, 3, 4, 2, 1).reshape(-1) * inside
     return rows, ly, lx, inside, mask
 
@@ -82,11 +85,11 @@ def _bilinear(ly: torch.Tensor, lx: torch.Tensor) -> torch.Tensor:
 def _corner_dots(rows: torch.Tensor, rows_grad: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """[n, 4]: ``<rows_grad[i], table[rows[i, k]]>``, a sampled dense product on the corners' sparsity pattern."""
     n, table_rows = rows.shape[0], table.shape[0]
-    index = torch.int32 if max(rows.numel(), table_rows) < 2**31 else torch.int64  # MKL's fast path is 32-bit
+    index = rows.dtype  # int32 where it fits: MKL's fast path
     with warnings.catch_warnings():  # "sparse CSR support is in beta state", once per process
         warnings.simplefilter("ignore", UserWarning)
         pattern = torch.sparse_csr_tensor(
-            torch.arange(0, rows.numel() + 1, 4, dtype=index, device=rows.device), rows.reshape(-1).to(index),
+            torch.arange(0, rows.numel() + 1, 4, dtype=index, device=rows.device), rows.reshape(-1),
             torch.ones(rows.numel(), dtype=table.dtype, device=table.device), size=(n, table_rows),
             check_invariants=False)
         return torch.sparse.sampled_addmm(pattern, rows_grad, table.t(), beta=0.0).values().view(n, 4)
@@ -99,10 +102,11 @@ def _scatter_rows(rows: torch.Tensor, weights: torch.Tensor, values: torch.Tenso
     table row), several times faster than ``index_add_`` (which runs one small add per source row).
     """
     flat = rows.reshape(-1)
-    order = torch.sort(flat.to(torch.int32) if table_rows < 2**31 else flat, stable=True).indices
+    order = torch.sort(flat, stable=True).indices
     starts = torch.zeros(table_rows, dtype=torch.long, device=rows.device)
     torch.cumsum(torch.bincount(flat, minlength=table_rows)[:-1], 0, out=starts[1:])
-    return F.embedding_bag(order // 4, values, starts, mode="sum", per_sample_weights=weights.reshape(-1).index_select(0, order))
+    source_weights = weights.reshape(-1).index_select(0, order)
+    return F.embedding_bag(order // 4, values, starts, mode="sum", per_sample_weights=source_weights)
 
 
 # One intra-op thread for the whole path. Its gathers and element-wise ops are memory-bound and short: over 2
@@ -160,7 +164,8 @@ class _GatherDeformConv(torch.autograd.Function):
             grad_x = None
             if ctx.needs_input_grad[0]:
                 grad_table = _scatter_rows(rows, weights, grad_samples, table.shape[0])
-                grad_x = grad_table.view(b, h + 2, w + 2, c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2).to(x_dtype)
+                grad_x = grad_table.view(b, h + 2, w + 2, c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2)
+                grad_x = grad_x.contiguous().to(x_dtype)  # contiguous: AccumulateGrad takes it without a copy
             # Per corner <d sample, corner value>: the derivative of the sample by that corner's weight.
             d00, d01, d10, d11 = _corner_dots(rows, grad_samples, table).unbind(1)
             grad_mask = ((1 - ly) * ((1 - lx) * d00 + lx * d01) + ly * ((1 - lx) * d10 + lx * d11)) * inside
@@ -170,7 +175,7 @@ class _GatherDeformConv(torch.autograd.Function):
         grad_offset = grad_offset.reshape(b, groups * 2 * taps, ho, wo).to(offset_dtype)
         grad_mask = grad_mask.view(b, ho, wo, taps, groups).permute(0, 4, 3, 1, 2)
         grad_mask = grad_mask.reshape(b, groups * taps, ho, wo).to(mask_dtype)
-        grad_weight = grad_weight.to(weight_dtype)
+        grad_weight = grad_weight.contiguous().to(weight_dtype)
         grad_bias = None if grad_bias is None else grad_bias.to(bias_dtype)
         return grad_x, grad_offset, grad_mask, grad_weight, grad_bias, None, None, None
 

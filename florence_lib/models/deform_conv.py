@@ -62,7 +62,8 @@ def _corner_plan(offset: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]
     tap_x = (torch.arange(kw, device=device, dtype=dtype) * dilation[1]).repeat(kh)[:, None]
     out_y = torch.arange(ho, device=device, dtype=dtype) * stride[0] - padding[0]
     out_x = torch.arange(wo, device=device, dtype=dtype) * stride[1] - padding[1]
-    off = offset.view(b, groups, taps, 2, ho, wo).permute(0, 4, 5, 2, 1, 3).contiguous()  # [b, ho, wo, taps, groups, 2]
+    # [b, ho, wo, taps, groups, 2], contiguous so that everything derived from it is too
+    off = offset.view(b, groups, taps, 2, ho, wo).permute(0, 4, 5, 2, 1, 3).contiguous()
     py = out_y[:, None, None, None] + tap_y + off[..., 0]  # [b, ho, wo, taps, groups]
     px = out_x[:, None, None] + tap_x + off[..., 1]
     inside = ((py > -1) & (py < h) & (px > -1) & (px < w)).reshape(-1)
@@ -94,7 +95,7 @@ def _corner_dots(rows: torch.Tensor, rows_grad: torch.Tensor, table: torch.Tenso
         warnings.simplefilter("ignore", UserWarning)
         pattern = torch.sparse_csr_tensor(
             torch.arange(0, rows.numel() + 1, 4, dtype=index, device=rows.device), rows.reshape(-1),
-            torch.ones(rows.numel(), dtype=table.dtype, device=table.device), size=(n, table_rows),
+            torch.ones(rows.numel(), dtype=table.dtype, device=table.device), size=(n, table_rows),  # unused: beta 0
             check_invariants=False)
         return torch.sparse.sampled_addmm(pattern, rows_grad, table.t(), beta=0.0).values().view(n, 4)
 

@@ -16,7 +16,8 @@ from florence_lib.vl.config import VLConfig
 from florence_lib.vl.data import QuestionCollate, world_question_type, world_questions
 from florence_lib.vl.itm import itm_negatives
 from florence_lib.vl.masking import IGNORE, mask_tokens
-from florence_lib.vl.objectives import VQAObjective
+from florence_lib.vl.feature_cache import cache_frozen_features
+from florence_lib.vl.objectives import VQAObjective, cached_features
 from florence_lib.vl.train import (
     MASK_ID,
     build_engine,
@@ -157,6 +158,32 @@ def test_tiny_vqa_set_overfits_on_the_engine() -> None:
     assert records[-1]["loss"] < 0.4 * records[0]["loss"]
     predictions = predict_vqa(model, data, vocab, tok, torch.device("cpu"))
     assert evaluate_predictions(predictions, data, exact=True)["accuracy"] >= 0.9
+
+
+def test_frozen_tower_cache_gives_the_same_logits() -> None:
+    torch.manual_seed(0)
+    world = World(WorldConfig(seed=0))
+    data = world_questions(world, "train", 3, 32)
+    vocab = build_answer_vocab(s["answers"] for s in data.samples)
+    tok = Tokenizer(32)
+    text = {"pretrained": False, "width": 32, "layers": 1, "heads": 2}
+    model = METERForVQA(meter_config("meter_tiny", text={**text, "freeze": True}, freeze_image=True, width=64),
+                        len(vocab)).eval()
+    cached = cache_frozen_features(model.meter, data, tok, torch.device("cpu"), batch_size=4)
+    assert len({id(s["stage_map"]) for s in cached.samples}) == 3  # one map per scene, shared by its questions
+    plain, fast = (QuestionCollate(tok, vocab)(d.samples) for d in (data, cached))
+    assert "stage_map" not in plain and fast["text_hidden"].shape[:2] == fast["input_ids"].shape
+    with torch.no_grad():
+        expected = model(plain["image"], plain["input_ids"], plain["attention_mask"])
+        got = model(torch.zeros_like(fast["image"]), fast["input_ids"], fast["attention_mask"],
+                    **cached_features(fast))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    blind = cache_frozen_features(model.meter, data, tok, torch.device("cpu"), blind=True)
+    zero = model.meter.stage_map(torch.zeros_like(plain["image"][:1]))[0]
+    torch.testing.assert_close(blind.samples[0]["stage_map"], zero)
+    trainable = METERForVQA(meter_config("meter_tiny", text=text, width=64), len(vocab))
+    assert not set(cache_frozen_features(trainable.meter, data, tok, torch.device("cpu")).samples[0]) & {
+        "stage_map", "text_hidden"}
 
 
 def test_bad_config_is_refused() -> None:

@@ -14,9 +14,9 @@ from florence_lib.training.batches import step_loader
 from florence_lib.vl.answers import build_answer_vocab, soft_score, soft_targets
 from florence_lib.vl.config import VLConfig
 from florence_lib.vl.data import QuestionCollate, world_question_type, world_questions
+from florence_lib.vl.feature_cache import cache_frozen_features
 from florence_lib.vl.itm import itm_negatives
 from florence_lib.vl.masking import IGNORE, mask_tokens
-from florence_lib.vl.feature_cache import cache_frozen_features
 from florence_lib.vl.objectives import VQAObjective, cached_features
 from florence_lib.vl.train import (
     MASK_ID,

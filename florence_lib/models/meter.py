@@ -27,7 +27,8 @@ Choices where the papers are silent or where the CPU scale needs one (each is a 
   preset keeps it fixed (position, type and modality embeddings still train, without weight decay).
 - **Frozen text tower (optional, ``text.freeze``).** The world's questions are templates that MiniLM's
   pretrained features already tell apart; fixing the tower skips its backward pass, about 45% of a step of the
-  tiny preset on one core (the quick profile uses it to afford more steps).
+  tiny preset on one core (the quick profile uses it to afford more steps). With a tower frozen, ``forward``
+  also takes its precomputed output (``stage_map``, ``text_hidden``; ``vl.feature_cache`` computes them once).
 - **Layer norm placement.** Pre-LN layers (METER's BERT layers are post-LN): they train from scratch at small
   batch without warmup tricks; a final LayerNorm per modality closes the stack.
 """

@@ -231,6 +231,23 @@ def test_unicl_image_tower_and_vl_checkpoint_round_trip(tmp_path) -> None:
         assert torch.equal(a, b), name
 
 
+def test_vqa_pretrained_false_starts_a_fresh_fusion(tmp_path, monkeypatch) -> None:
+    from florence_lib.runs import RunDir
+    from florence_lib.vl import experiment
+
+    seen = []
+    monkeypatch.setattr(experiment, "finetune_vqa", lambda cfg, run_dir, data, init=None, blind=False: (
+        seen.append(init), {"metrics": {"accuracy": 0.5}})[1])
+    monkeypatch.setattr(experiment, "majority_baseline", lambda data: {"accuracy": 0.3})
+    sentinel = object()
+    for pretrained in (True, False):
+        cfg = load_config(VLConfig, command="vl", profile="smoke", overrides=[f"vqa.pretrained={str(pretrained).lower()}",
+                                                                               "vqa.scenes=2", "vqa.test_scenes=1"])
+        record = experiment.vqa_experiment(cfg, RunDir(tmp_path / str(pretrained)), init=sentinel)["record"]
+        assert record["vl_pretrained"] is pretrained
+    assert seen == [sentinel, sentinel, None, None]  # the blind twin starts where the model does
+
+
 def test_cli_dry_run_and_bad_key(capsys) -> None:
     from florence_lib.cli import main
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from provenance import headline, provenance
 
 from florence_lib.curation.config import CurateConfig
 from florence_lib.curation.dedup import Deduplicator, near_identical_groups, phash
@@ -180,8 +181,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]))))
         return
-    report = {"machine": {"platform": platform.platform(terse=True), "cpus": os.cpu_count(),
-                          "load_avg_at_start": os.getloadavg()},
+    report = {**provenance(), "machine": {"platform": platform.platform(terse=True), "cpus": os.cpu_count(),
+                                          "load_avg_at_start": os.getloadavg()},
               "stages": stage_throughput(args.rows),
               "dedup_error_rates": dedup_error_rates(),
               "minhash": (json.loads((RESULTS / "curation.json").read_text())["minhash"] if args.keep_minhash
@@ -193,7 +194,7 @@ def main() -> None:
                                      "cpu_time_ratio": b["cpu_s"] / a["cpu_s"]} for a, b in zip(runs, runs[1:])]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "curation.json").write_text(json.dumps(report, indent=2))
-    lines = ["# Curation benchmark", "", f"Machine: {report['machine']}", "",
+    lines = [f"# Curation benchmark ({headline(report)})", "", f"Machine: {report['machine']}", "",
              f"## Per-stage throughput ({report['stages']['rows']} dirty world rows, 128 px)", "",
              "| stage | rows / CPU s | ratio to PNG decode |", "|---|---|---|"]
     lines += [f"| {k} | {v:,.0f} | {report['stages']['ratio_to_decode'][k]:.2f} |"

@@ -21,9 +21,11 @@ SERIES: tuple[SeriesEntry, ...] = (
     SeriesEntry("00_overview", "-", "environment report, map of the series, preview of the embedded world"),
     SeriesEntry("00b_data_tour", "§2.1", "gallery of the embedded world and of the real evaluation sets"),
     SeriesEntry("01_data_curation", "§2.1-2.2", "FLD-style curation: filters, dedup, caption->label table"),
-    SeriesEntry("02_unicl_pretraining", "§2.2-2.3", "CoSwin + text encoder, UniCL loss, pretraining, ablations",
+    SeriesEntry("02_unicl_pretraining", "§2.2-2.3", "CoSwin + text encoder, UniCL loss, pretraining, collapse detector",
                 after=("01_data_curation",)),
     SeriesEntry("02b_scaling_up", "§2.7, Fig. 5", "DeepSpeed ZeRO, activation checkpointing, gradient cache"),
+    SeriesEntry("02c_ablations", "§2.2-2.3", "the paper's claims as seeded ablations: UniCL vs CLIP, long vs short "
+                "captions, MiniLM vs from-scratch text"),  # needs nothing: runs beside 02
     SeriesEntry("03_zero_shot", "§3.1, Table 1", "zero-shot classification with prompt ensembles", after=PRETRAINED),
     SeriesEntry("04_linear_probe", "§3.2, Table 2", "linear probe (CLIP protocol)", after=PRETRAINED),
     SeriesEntry("05_finetuning", "§3.3, Table 3", "fine-tuning with the UniCL loss vs a linear head", after=PRETRAINED),

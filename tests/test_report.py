@@ -107,7 +107,7 @@ def test_claims_with_confidence_intervals_are_reported(run: Path) -> None:
              "ci95_b": 0.03, "difference": 0.05, "p_value": 0.01, "significant": True}
     arms = [{"task": "ablation", "dataset": "world", "arm": a, "metric": "i2t_r1", "mean": 0.3, "ci95": 0.02}
             for a in ("unicl_short", "clip_short")]
-    write(run, "02_unicl_pretraining", [claim, {**claim, "metric": "t2i_r1", "significant": False}, *arms])
+    write(run, "02c_ablations", [claim, {**claim, "metric": "t2i_r1", "significant": False}, *arms])
     report = build_report(collect_records(run))
     assert len(report.claims) == 2 and not any(r["task"].startswith("ablation") for r in report.unplaced)
     md = report.markdown()

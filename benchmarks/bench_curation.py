@@ -193,6 +193,7 @@ def main() -> None:
         report[f"{key}_scaling"] = [{"from": a["n"], "to": b["n"], "data_ratio": b["n"] / a["n"],
                                      "cpu_time_ratio": b["cpu_s"] / a["cpu_s"]} for a, b in zip(runs, runs[1:])]
     RESULTS.mkdir(exist_ok=True)
+    report["minhash_reused"] = bool(args.keep_minhash)
     (RESULTS / "curation.json").write_text(json.dumps(report, indent=2))
     lines = [f"# Curation benchmark ({headline(report)})", "", f"Machine: {report['machine']}", "",
              f"## Per-stage throughput ({report['stages']['rows']} dirty world rows, 128 px)", "",
@@ -208,7 +209,8 @@ def main() -> None:
               f"{r['caught_jpeg_q35']:.1%} | {r['caught_crop_4pct']:.1%} | {r['caught_brightness']:.1%} |"
               for k, r in rates.items() if isinstance(r, dict)]
     for key, what in (("minhash", "MinHash LSH caption grouping"), ("image_dedup", "near-duplicate image search")):
-        lines += ["", f"## {what}", "", "| n | CPU s | wall s | peak RSS GiB |", "|---|---|---|---|"]
+        reused = " (reused from the previous results file: --keep-minhash)" if key == "minhash" and args.keep_minhash else ""
+        lines += ["", f"## {what}{reused}", "", "| n | CPU s | wall s | peak RSS GiB |", "|---|---|---|---|"]
         lines += [f"| {r['n']:,} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | {r['peak_rss_gib']:.2f} |"
                   for r in report[key]]
         lines += [f"\n{s['data_ratio']:.0f}x data -> {s['cpu_time_ratio']:.2f}x CPU time" for s in report[f"{key}_scaling"]]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-ORDER = ("bench_pretrain", "bench_pretrain_before", "coswin_ab", "profile_unicl_tiny_before",
+ORDER = ("bench_pretrain", "bench_pretrain_repeat", "bench_pretrain_repeat2", "bench_pretrain_before",
+         "bench_pretrain_main_53a9df3", "bench_pretrain_main_53a9df3_repeat", "coswin_ab", "profile_unicl_tiny_before",
          "profile_unicl_tiny_main_53a9df3", "profile_unicl_tiny_after", "profile_unicl_small_before",
          "profile_unicl_small_main_53a9df3", "profile_unicl_small_after", "coswin_before_after", "learnability",
          "learnability_500", "learnability_lr1e-3",

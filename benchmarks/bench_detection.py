@@ -7,6 +7,11 @@ forward + backward + AdamW step; inference is forward + post-processing under ``
 reported beside wall time (a busy shared machine slows wall time, not CPU time); ratios to the reference measured
 in the same run are what survive another machine.
 
+The deformable conv (batch 8, 64 and 128 channels, 32x32, 3x3 modulated, forward + backward) is timed with
+torchvision's kernel, the CPU path and a plain conv interleaved in one process, ``--deform-repeats`` times each;
+medians, the load average before and after, the largest relative differences to torchvision (output and every
+gradient) and a profile of the CPU path are recorded.
+
     python benchmarks/bench_detection.py [--threads 2] [--side 256] [--batch 4] [--repeats 3] [--deform-only]
 """
 
@@ -16,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -98,26 +104,57 @@ def bench_detectors(side: int, batch: int, repeats: int) -> dict[str, dict[str, 
     return out
 
 
-def bench_deform_conv(repeats: int, b: int = 8, c: int = 64, side: int = 32) -> dict[str, dict[str, float]]:
+def _max_relative_errors(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> dict[str, float]:
+    names = ("output", "d_input", "d_offset", "d_mask", "d_weight")
+    return {n: ((a - b).abs().max() / b.abs().max()).item() for n, a, b in zip(names, ours, ref, strict=True)}
+
+
+def _top_ops(fn, rows: int = 8) -> dict[str, float]:
+    """Self CPU milliseconds of the most expensive aten ops in one call of ``fn``."""
+    with torch.profiler.profile() as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {"total_ms": total / 1000, **{e.key: e.self_cpu_time_total / 1000 for e in events[:rows]}}
+
+
+def bench_deform_conv(repeats: int, b: int = 8, c: int = 64, side: int = 32) -> dict:
+    """Forward + backward of a 3x3 modulated deformable conv; the implementations interleaved, medians reported."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(b, c, side, side, generator=g).requires_grad_()
     offset = (3 * torch.randn(b, 18, side, side, generator=g)).requires_grad_()
     mask = torch.rand(b, 9, side, side, generator=g).requires_grad_()
     weight = (0.05 * torch.randn(c, c, 3, 3, generator=g)).requires_grad_()
-    out = {}
-    for impl in ("torchvision", "gather", "plain_conv"):
-        def step(impl=impl):
-            for t in (x, offset, mask, weight):
-                t.grad = None
-            if impl == "plain_conv":
-                y = torch.nn.functional.conv2d(x, weight, padding=1)
-            else:
-                y = deform_conv2d(x, offset, weight, None, padding=1, mask=mask, impl=impl)
-            y.sum().backward()
+    impls = ("torchvision", "gather", "plain_conv")
 
-        out[impl] = {f"{k}_ms": 1000 * v for k, v in _timed(step, repeats).items()}
+    def step(impl: str) -> list[torch.Tensor]:
+        for t in (x, offset, mask, weight):
+            t.grad = None
+        if impl == "plain_conv":
+            y = torch.nn.functional.conv2d(x, weight, padding=1)
+        else:
+            y = deform_conv2d(x, offset, weight, None, padding=1, mask=mask, impl=impl)
+        y.backward(torch.ones_like(y))
+        return [y.detach()] + [t.grad for t in (x, offset, mask, weight) if t.grad is not None]
+
+    outputs = {impl: step(impl) for impl in impls}  # warm-up, and the results compared below
+    wall: dict[str, list[float]] = {impl: [] for impl in impls}
+    cpu: dict[str, list[float]] = {impl: [] for impl in impls}
+    load = [os.getloadavg()[0]]
+    for _ in range(repeats):
+        for impl in impls:
+            w, t = time.perf_counter(), time.process_time()
+            step(impl)
+            wall[impl].append(1000 * (time.perf_counter() - w))
+            cpu[impl].append(1000 * (time.process_time() - t))
+    load.append(os.getloadavg()[0])
+    out: dict = {impl: {"wall_ms_median": statistics.median(wall[impl]), "cpu_ms_median": statistics.median(cpu[impl]),
+                        "wall_ms": wall[impl]} for impl in impls}
     out["speedup_vs_torchvision"] = {k: out["torchvision"][k] / out["gather"][k]
-                                     for k in ("wall_s_ms", "cpu_s_ms")}
+                                     for k in ("wall_ms_median", "cpu_ms_median")}
+    out["max_relative_error_vs_torchvision"] = _max_relative_errors(outputs["gather"], outputs["torchvision"])
+    out["load_average_1min_before_after"] = load
+    out["gather_profile_self_cpu_ms"] = _top_ops(lambda: step("gather"))
     return out
 
 
@@ -127,6 +164,7 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--deform-repeats", type=int, default=7, help="interleaved repeats of each deform conv")
     parser.add_argument("--deform-only", action="store_true",
                         help="only the deformable conv (its entry in results/detection.json is replaced)")
     args = parser.parse_args()
@@ -135,8 +173,10 @@ def main() -> None:
     results = json.loads(path.read_text()) if args.deform_only and path.exists() else {}
     results.update({"machine": platform.processor() or platform.machine(), "threads": args.threads,
                     "torch": torch.__version__, "torchvision": torchvision.__version__,
-                    "load_average_1min": os.getloadavg()[0],
-                    "deform_conv_fwd_bwd_b8_c64_32x32": bench_deform_conv(args.repeats)})
+                    "load_average_1min": os.getloadavg()[0]})
+    for c in (64, 128):
+        results[f"deform_conv_fwd_bwd_b8_c{c}_32x32"] = bench_deform_conv(args.deform_repeats, c=c)
+        print(f"deform conv, {c} channels:", json.dumps(results[f"deform_conv_fwd_bwd_b8_c{c}_32x32"], indent=2))
     if not args.deform_only:
         results[f"detector_tiny_{args.side}px_batch{args.batch}"] = bench_detectors(args.side, args.batch,
                                                                                     args.repeats)

@@ -1,10 +1,8 @@
-"""Dynamic Head detector: the CPU deformable conv against torchvision, shapes at any input size, the #25 fix."""
+"""Dynamic Head detector: shapes at any input size, the #25 fix (the deformable conv: test_deform_conv.py)."""
 
 import pytest
 import torch
-import torchvision
 
-from florence_lib.models import deform_conv as dc
 from florence_lib.models.dyhead import (
     DyHeadBlock,
     DyReLU,
@@ -14,64 +12,6 @@ from florence_lib.models.dyhead import (
     encode_boxes,
     level_anchors,
 )
-
-
-def _dcn_inputs(dtype, b=2, c=6, h=9, w=11, c_out=5, stride=1, scale=3.0):
-    g = torch.Generator().manual_seed(0)
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    x = torch.randn(b, c, h, w, generator=g, dtype=dtype)
-    offset = torch.randn(b, 18, ho, wo, generator=g, dtype=dtype) * scale  # many taps fall outside the map
-    mask = torch.rand(b, 9, ho, wo, generator=g, dtype=dtype)
-    weight = torch.randn(c_out, c, 3, 3, generator=g, dtype=dtype)
-    bias = torch.randn(c_out, generator=g, dtype=dtype)
-    return [t.requires_grad_() for t in (x, offset, mask, weight, bias)]
-
-
-def _forward_backward(impl, inputs, stride):
-    x, offset, mask, weight, bias = inputs
-    for t in inputs:
-        t.grad = None
-    out = dc.deform_conv2d(x, offset, weight, bias, stride=stride, padding=1, mask=mask, impl=impl)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
-    (out * grad_out).sum().backward()
-    return [out.detach()] + [t.grad.clone() for t in inputs]
-
-
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
-@pytest.mark.parametrize("stride", [1, 2])
-def test_gather_deform_conv_matches_torchvision(dtype, tol, stride):
-    inputs = _dcn_inputs(dtype, stride=stride)
-    ours = _forward_backward("gather", inputs, stride)
-    ref = _forward_backward("torchvision", inputs, stride)
-    for name, a, b in zip(("output", "d_input", "d_offset", "d_mask", "d_weight", "d_bias"), ours, ref):
-        rel = ((a - b).abs().max() / b.abs().max()).item()
-        assert rel < tol, f"{name}: relative difference {rel:.2e}"
-
-
-def test_gather_deform_conv_without_mask_and_bias_dilated_matches_torchvision():
-    x, offset, _, weight, _ = _dcn_inputs(torch.float64)
-    grads = {}
-    for impl in ("gather", "torchvision"):
-        for t in (x, offset, weight):
-            t.grad = None
-        out = dc.deform_conv2d(x, offset, weight, None, padding=2, dilation=2, impl=impl)
-        (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)).sum().backward()
-        grads[impl] = [out.detach(), x.grad.clone(), offset.grad.clone(), weight.grad.clone()]
-    for name, a, b in zip(("output", "d_input", "d_offset", "d_weight"), grads["gather"], grads["torchvision"]):
-        assert ((a - b).abs().max() / b.abs().max()).item() < 1e-10, name
-
-
-def test_auto_uses_the_gather_path_on_cpu(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("torchvision's CPU kernel was called")
-
-    monkeypatch.setattr(torchvision.ops, "deform_conv2d", refuse)
-    x, offset, mask, weight, bias = (t.detach() for t in _dcn_inputs(torch.float32))
-    assert dc.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask).shape == (2, 5, 9, 11)
-    with pytest.raises(ValueError, match="impl"):
-        dc.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, impl="cuda-only")
-    with pytest.raises(ValueError, match="offset"):
-        dc.deform_conv2d(x, offset[:, :9], weight, bias, padding=1, mask=mask)
 
 
 @pytest.mark.parametrize("size", [(64, 64), (97, 131), (33, 45), (160, 96)])

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from provenance import headline, provenance
 
 from florence_lib.curation.config import CurateConfig
 from florence_lib.curation.dedup import Deduplicator, near_identical_groups, phash
@@ -180,8 +181,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]))))
         return
-    report = {"machine": {"platform": platform.platform(terse=True), "cpus": os.cpu_count(),
-                          "load_avg_at_start": os.getloadavg()},
+    report = {**provenance(), "machine": {"platform": platform.platform(terse=True), "cpus": os.cpu_count(),
+                                          "load_avg_at_start": os.getloadavg()},
               "stages": stage_throughput(args.rows),
               "dedup_error_rates": dedup_error_rates(),
               "minhash": (json.loads((RESULTS / "curation.json").read_text())["minhash"] if args.keep_minhash
@@ -192,8 +193,9 @@ def main() -> None:
         report[f"{key}_scaling"] = [{"from": a["n"], "to": b["n"], "data_ratio": b["n"] / a["n"],
                                      "cpu_time_ratio": b["cpu_s"] / a["cpu_s"]} for a, b in zip(runs, runs[1:])]
     RESULTS.mkdir(exist_ok=True)
+    report["minhash_reused"] = bool(args.keep_minhash)
     (RESULTS / "curation.json").write_text(json.dumps(report, indent=2))
-    lines = ["# Curation benchmark", "", f"Machine: {report['machine']}", "",
+    lines = [f"# Curation benchmark ({headline(report)})", "", f"Machine: {report['machine']}", "",
              f"## Per-stage throughput ({report['stages']['rows']} dirty world rows, 128 px)", "",
              "| stage | rows / CPU s | ratio to PNG decode |", "|---|---|---|"]
     lines += [f"| {k} | {v:,.0f} | {report['stages']['ratio_to_decode'][k]:.2f} |"
@@ -207,7 +209,8 @@ def main() -> None:
               f"{r['caught_jpeg_q35']:.1%} | {r['caught_crop_4pct']:.1%} | {r['caught_brightness']:.1%} |"
               for k, r in rates.items() if isinstance(r, dict)]
     for key, what in (("minhash", "MinHash LSH caption grouping"), ("image_dedup", "near-duplicate image search")):
-        lines += ["", f"## {what}", "", "| n | CPU s | wall s | peak RSS GiB |", "|---|---|---|---|"]
+        reused = " (reused from the previous results file: --keep-minhash)" if key == "minhash" and args.keep_minhash else ""
+        lines += ["", f"## {what}{reused}", "", "| n | CPU s | wall s | peak RSS GiB |", "|---|---|---|---|"]
         lines += [f"| {r['n']:,} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | {r['peak_rss_gib']:.2f} |"
                   for r in report[key]]
         lines += [f"\n{s['data_ratio']:.0f}x data -> {s['cpu_time_ratio']:.2f}x CPU time" for s in report[f"{key}_scaling"]]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from provenance import headline, provenance
 
 from florence_lib.data.mixing import MixCollate, open_sources
 from florence_lib.data.shards import write_shards
@@ -95,7 +96,7 @@ def main() -> None:
         reader = reader_rate(shards, args.workers, args.batch, batches)
         reader_one = reader_rate(shards, 0, args.batch, batches // 2)
     train = train_rate(args.batch, args.steps, args.threads)
-    report = {"machine": {"platform": platform.platform(terse=True), "cpus": os.cpu_count(),
+    report = {**provenance(), "machine": {"platform": platform.platform(terse=True), "cpus": os.cpu_count(),
                           "load_avg_at_start": os.getloadavg(), "torch": torch.__version__},
               "batch": args.batch, "image_size": 64, "workers": args.workers,
               "reader_images_per_s": reader, "reader_in_process_images_per_s": reader_one,
@@ -103,7 +104,7 @@ def main() -> None:
               "reader_over_train": reader / train, "target": 2.0}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "data.json").write_text(json.dumps(report, indent=2))
-    lines = ["# Data loading vs training (streamed shards, unicl_tiny at 64 px)", "", f"Machine: {report['machine']}",
+    lines = [f"# Data loading vs training (streamed shards, unicl_tiny at 64 px) ({headline(report)})", "", f"Machine: {report['machine']}",
              "", "| what | images / s |", "|---|---|",
              f"| shard reader, {args.workers} workers | {reader:,.0f} |",
              f"| shard reader, in the training process | {reader_one:,.0f} |",

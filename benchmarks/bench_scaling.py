@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import headline, provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -149,7 +150,7 @@ def main(zero_only: bool = False) -> None:
     estimate = {f"{p}_zero{s}_mb": model_state_bytes(params, s, 2, p)["total"] / 2**20
                 for p in ("fp32", "bf16") for s in (0, 3)}
     results = {
-        "model": MODEL, "image_size": IMAGE, "context_length": CONTEXT, "chunk": CHUNK, "params": params,
+        **provenance(), "model": MODEL, "image_size": IMAGE, "context_length": CONTEXT, "chunk": CHUNK, "params": params,
         "memory": memory, "grad_cache_4096_over_256": ratio, "grad_cache_time_ratio": cost,
         "zero_per_rank_measured": zero, "zero_per_rank_estimate": estimate,
         "zero3_over_zero0": {p: zero[f"{p}_zero3_mb"] / zero[f"{p}_zero0_mb"] for p in ("fp32", "bf16")},
@@ -157,7 +158,8 @@ def main(zero_only: bool = False) -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scaling.json").write_text(json.dumps(results, indent=2))
-    lines = [f"# Scaling benchmarks ({MODEL}, {IMAGE} px, gradient-cache chunk {CHUNK}, 1 thread per process)", "",
+    lines = [f"# Scaling benchmarks ({headline(results)}; {MODEL}, {IMAGE} px, gradient-cache chunk {CHUNK}, "
+             "1 thread per process)", "",
              "| batch | gradient cache | peak MiB | seconds/step |", "|---|---|---|---|"]
     lines += [f"| {r['batch']} | {'yes' if r['grad_cache'] else 'no'} | {r.get('peak_mb', float('nan')):.0f} | "
               f"{r.get('seconds', float('nan')):.2f} |" for r in memory]

@@ -72,8 +72,12 @@ def model_factory(variant: str):  # noqa: ANN201 - a METERForVQA subclass
             super().__init__(cfg, num_answers)
             if variant in ("oracle", "cnn"):  # under meter.: the fusion's learning rate
                 self.meter.tokens = (OracleTokens if variant == "oracle" else CNNTokens)(cfg.width)
-                # an instance attribute outside nn.Module's registry shadows METER.image_tokens
-                object.__setattr__(self.meter, "image_tokens", self.meter.tokens)
+                tokens = self.meter.tokens
+                # instance attributes outside nn.Module's registry shadow METER's methods; the feature cache
+                # then holds the inputs themselves (grids or pixels) and the tokens are computed every step
+                object.__setattr__(self.meter, "stage_map", lambda images: images)
+                object.__setattr__(self.meter, "image_tokens",
+                                   lambda images, stage_map=None: tokens(images if stage_map is None else stage_map))
                 self.meter.image_encoder.requires_grad_(False)
     return Variant
 

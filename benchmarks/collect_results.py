@@ -1,5 +1,6 @@
 """Gather every benchmark's latest results into ``benchmarks/RESULTS.md``: one section per benchmark, each with
-the host and date it was measured on (results files starting with ``_`` are scratch and skipped).
+the host and date it was measured on, as the results file itself recorded them (a file that did not is flagged,
+not dated by its modification time); results files starting with ``_`` are scratch and skipped.
 
     python benchmarks/collect_results.py
 """
@@ -7,30 +8,52 @@ the host and date it was measured on (results files starting with ``_`` are scra
 from __future__ import annotations
 
 import json
-import time
+import re
 from pathlib import Path
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-ORDER = ("bench_pretrain", "profile_unicl_tiny_before", "profile_unicl_tiny_after", "profile_unicl_small_before",
-         "profile_unicl_small_after", "coswin_before_after", "learnability", "learnability_lr1e-3",
+ORDER = ("bench_pretrain", "bench_pretrain_repeat", "bench_pretrain_repeat2", "bench_pretrain_before",
+         "bench_pretrain_main_53a9df3", "bench_pretrain_main_53a9df3_repeat", "coswin_ab", "profile_unicl_tiny_before",
+         "profile_unicl_tiny_main_53a9df3", "profile_unicl_tiny_after", "profile_unicl_small_before",
+         "profile_unicl_small_main_53a9df3", "profile_unicl_small_after", "coswin_before_after", "learnability",
+         "learnability_500", "learnability_lr1e-3",
          "learnability_lr2e-3", "learnability_embeddings", "world", "scaling", "curation", "gpu")
 """Sections in reading order; any other results file follows, alphabetically."""
 
 
-def _measured(path: Path) -> str:
-    """``host, date`` from the JSON twin's report where it has one, else the file's modification time."""
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?(?: UTC)?")
+HEADING = re.compile(r"^#.*\(([^,()]+), (" + DATE.pattern + r")")
+"""A results table's own heading, ``# Title (host, YYYY-MM-DD HH:MM UTC; ...)``, as the benchmarks write it."""
+NOT_RECORDED = "host and date not recorded in the results file: re-run the benchmark"
+
+
+def recorded(path: Path) -> tuple[str | None, str | None]:
+    """``(host, date)`` as the results file itself recorded them when it was measured: the JSON report's (or its
+    twin's) top-level ``host``/``date`` or its ``machine`` record's, else the Markdown table's heading. Never the
+    file's modification time (a checkout or a rewrite sets that, not the measurement)."""
     twin = path.with_suffix(".json")
-    host, date = None, None
     if twin.exists():
         try:
             report = json.loads(twin.read_text())
-            host, date = report.get("host"), report.get("date")
-            host = host or report.get("environment", {}).get("platform")
         except ValueError:
-            pass
-    date = date or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime))
-    return f"host {host or 'see file'}, measured {date}"
+            report = None
+        if isinstance(report, dict):
+            machine = report.get("machine") if isinstance(report.get("machine"), dict) else {}
+            host = report.get("host") or machine.get("host")
+            date = report.get("date") or machine.get("date")
+            if host and date and DATE.fullmatch(str(date)):
+                return str(host), str(date)
+    if path.suffix == ".md":
+        for line in path.read_text().splitlines()[:3]:
+            if match := HEADING.match(line):
+                return match.group(1), match.group(2)
+    return None, None
+
+
+def _measured(path: Path) -> str:
+    host, date = recorded(path)
+    return NOT_RECORDED if host is None else f"host {host}, measured {date}"
 
 
 def _json_table(path: Path) -> str:

@@ -14,9 +14,10 @@ from florence_lib.training.batches import step_loader
 from florence_lib.vl.answers import build_answer_vocab, soft_score, soft_targets
 from florence_lib.vl.config import VLConfig
 from florence_lib.vl.data import QuestionCollate, world_question_type, world_questions
+from florence_lib.vl.feature_cache import cache_frozen_features
 from florence_lib.vl.itm import itm_negatives
 from florence_lib.vl.masking import IGNORE, mask_tokens
-from florence_lib.vl.objectives import VQAObjective
+from florence_lib.vl.objectives import VQAObjective, cached_features
 from florence_lib.vl.train import (
     MASK_ID,
     build_engine,
@@ -159,6 +160,32 @@ def test_tiny_vqa_set_overfits_on_the_engine() -> None:
     assert evaluate_predictions(predictions, data, exact=True)["accuracy"] >= 0.9
 
 
+def test_frozen_tower_cache_gives_the_same_logits() -> None:
+    torch.manual_seed(0)
+    world = World(WorldConfig(seed=0))
+    data = world_questions(world, "train", 3, 32)
+    vocab = build_answer_vocab(s["answers"] for s in data.samples)
+    tok = Tokenizer(32)
+    text = {"pretrained": False, "width": 32, "layers": 1, "heads": 2}
+    model = METERForVQA(meter_config("meter_tiny", text={**text, "freeze": True}, freeze_image=True, width=64),
+                        len(vocab)).eval()
+    cached = cache_frozen_features(model.meter, data, tok, torch.device("cpu"), batch_size=4)
+    assert len({id(s["stage_map"]) for s in cached.samples}) == 3  # one map per scene, shared by its questions
+    plain, fast = (QuestionCollate(tok, vocab)(d.samples) for d in (data, cached))
+    assert "stage_map" not in plain and fast["text_hidden"].shape[:2] == fast["input_ids"].shape
+    with torch.no_grad():
+        expected = model(plain["image"], plain["input_ids"], plain["attention_mask"])
+        got = model(torch.zeros_like(fast["image"]), fast["input_ids"], fast["attention_mask"],
+                    **cached_features(fast))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    blind = cache_frozen_features(model.meter, data, tok, torch.device("cpu"), blind=True)
+    zero = model.meter.stage_map(torch.zeros_like(plain["image"][:1]))[0]
+    torch.testing.assert_close(blind.samples[0]["stage_map"], zero)
+    trainable = METERForVQA(meter_config("meter_tiny", text=text, width=64), len(vocab))
+    assert not set(cache_frozen_features(trainable.meter, data, tok, torch.device("cpu")).samples[0]) & {
+        "stage_map", "text_hidden"}
+
+
 def test_bad_config_is_refused() -> None:
     with pytest.raises(ConfigError, match="vqa.optim.lr"):
         load_config(VLConfig, command="vl", profile="smoke", overrides=["vqa.optim.lr=-1"])
@@ -202,6 +229,23 @@ def test_unicl_image_tower_and_vl_checkpoint_round_trip(tmp_path) -> None:
     loaded = load_vl_checkpoint(saved)
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_vqa_pretrained_false_starts_a_fresh_fusion(tmp_path, monkeypatch) -> None:
+    from florence_lib.runs import RunDir
+    from florence_lib.vl import experiment
+
+    seen = []
+    monkeypatch.setattr(experiment, "finetune_vqa", lambda cfg, run_dir, data, init=None, blind=False: (
+        seen.append(init), {"metrics": {"accuracy": 0.5}})[1])
+    monkeypatch.setattr(experiment, "majority_baseline", lambda data: {"accuracy": 0.3})
+    sentinel = object()
+    for pretrained in (True, False):
+        cfg = load_config(VLConfig, command="vl", profile="smoke", overrides=[f"vqa.pretrained={str(pretrained).lower()}",
+                                                                               "vqa.scenes=2", "vqa.test_scenes=1"])
+        record = experiment.vqa_experiment(cfg, RunDir(tmp_path / str(pretrained)), init=sentinel)["record"]
+        assert record["vl_pretrained"] is pretrained
+    assert seen == [sentinel, sentinel, None, None]  # the blind twin starts where the model does
 
 
 def test_cli_dry_run_and_bad_key(capsys) -> None:

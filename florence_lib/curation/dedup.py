@@ -139,14 +139,18 @@ class HammingIndex:
         subs, found_q, found_c = self._substrings(codes), [], []
         nxt = self.next.view
         for t in range(self.nhash if len(self) else 0):
-            probes = (subs[:, t:t + 1] ^ self.masks[None, :]).ravel()
-            q, cur = np.repeat(np.arange(len(codes)), len(self.masks)), self.head[t, probes]
-            while len(cur):
-                hit = cur >= 0
-                q, cur = q[hit], cur[hit]
+            # Most probed buckets are empty: keep the positions of the others (sparse, so nonzero is cheap where a
+            # boolean compress of the whole probe array costs more as buckets fill) and derive each one's query
+            # from its position, instead of repeating the query ids over every probe.
+            cur = self.head[t].take((subs[:, t:t + 1] ^ self.masks[None, :]).ravel())
+            hit = np.flatnonzero(cur >= 0)
+            q, cur = (hit // len(self.masks)).astype(np.int32), cur[hit]
+            while len(cur):  # down the chains, one step for all of them at a time
                 found_q.append(q)
                 found_c.append(cur)
                 cur = nxt[cur, t]
+                hit = cur >= 0
+                q, cur = q[hit], cur[hit]
         out = [(np.empty(0, np.int64), np.empty(0, np.int32)) for _ in range(len(codes))]
         if not found_q:
             return out

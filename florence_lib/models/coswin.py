@@ -16,7 +16,11 @@ map's real tokens only, so padding costs attention, not matmuls (unicl_small at 
 training step); the relative position bias and the window mask form one additive mask broadcast over the batch.
 On a CPU in training, attention is a plain matmul + softmax (no CPU kernel returns the bias' gradient; SDPA would
 fall back to the same math plus an -inf check); elsewhere ``F.scaled_dot_product_attention``. The tower's forward +
-backward against the previous code, same process: 1.11x (coswin_tiny) and 2.38x (coswin_small) at 64 px.
+backward against the previous code, same process: 1.11x (coswin_tiny) and 2.38x (coswin_small) at 64 px. Then
+(issue 17d): the gather writes q, k, v straight in the (image, head, window) batch order the matmuls read, and the
+scatter reads the output where it lies (one copy each way instead of two), and on a CPU the k3 embeddings onto
+maps of <= 16 positions run as unfold + matmul (oneDNN's backward is ~4x slower there); results/coswin_ab.md.
+Numerics are pinned by tests/test_coswin_numerics.py (a seeded tower's output and gradients, saved before).
 State-dict keys are timm's and unchanged, so every existing checkpoint loads as it is.
 
 Compared with timm's Swin of the same widths, depths, heads and window (issue 10): the same init (Linear weights
@@ -70,6 +74,10 @@ class CoSwinConfig:
             raise ConfigError(f"num_heads: {self.num_heads} must have one entry per stage of depths {self.depths}")
 
 
+SMALL_MAP = 16
+"""Output maps of at most this many positions are convolved as unfold + matmul on a CPU (see ConvEmbed)."""
+
+
 class ConvEmbed(nn.Module):
     """CvT's overlapping convolutional token embedding: a strided conv, then LayerNorm over channels.
 
@@ -82,10 +90,19 @@ class ConvEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # channels-last in, channels-last out: the permute to NHWC is then free. Later stages' inputs are NHWC
-        # maps viewed as NCHW, already channels-last; only the image is copied (3 channels).
-        x = x.contiguous(memory_format=torch.channels_last)
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+        b, _, height, width = x.shape
+        (k, _), (s, _), (p, _) = self.proj.kernel_size, self.proj.stride, self.proj.padding
+        out_h, out_w = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
+        if x.device.type == "cpu" and out_h * out_w <= SMALL_MAP:
+            # The same convolution as unfold + one matmul: oneDNN's backward is slow on tiny maps (measured on
+            # CoSwin-S at 64 px: 4x4 -> 2x2 with 384 -> 768 channels, 348 ms vs 81 ms forward + backward).
+            cols = F.unfold(x, k, padding=p, stride=s).transpose(1, 2)  # [B, L, C k k], the weight's order
+            out = F.linear(cols, self.proj.weight.flatten(1), self.proj.bias).view(b, out_h, out_w, -1)
+        else:
+            # channels-last in, channels-last out: the permute to NHWC is then free. Later stages' inputs are
+            # NHWC maps viewed as NCHW, already channels-last; only the image is copied (3 channels).
+            out = self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+        return self.norm(out)
 
 
 def _region_slices(size: int, window: int, shift: int) -> list[slice]:
@@ -173,25 +190,27 @@ class WindowSelfAttention(WindowAttention):
     def forward_map(self, x: torch.Tensor, grid: tuple[int, int], order: tuple[torch.Tensor, torch.Tensor] | None,
                     mask: torch.Tensor | None) -> torch.Tensor:
         """``x`` [B, L, C]; ``order``: :func:`window_order`'s (gather, scatter), None when the map is one window
-        of shape ``grid`` (else ``grid`` is the window)."""
-        b, _, c = x.shape
+        of shape ``grid`` (else ``grid`` is the window).
+
+        Attention runs over a batch of (image, head, window) in that order, so that the gather into windows writes
+        q, k and v straight into the layout the matmuls read (one copy, where gathering tokens and then permuting
+        heads forward took two), and the scatter back reads the output where it lies; the bias is laid out to match.
+        """
+        b, length, c = x.shape
         heads, n = self.num_heads, grid[0] * grid[1]
-        qkv = self.qkv(x)
-        if order is not None:
-            qkv = qkv.index_select(1, order[0])
-        nw = qkv.shape[1] // n
-        qkv = qkv.view(b, nw, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = qkv.reshape(3, b, nw * heads, n, c // heads).unbind(0)
-        bias = self.rel_pos_bias(*grid)  # [1, heads, N, N]
-        bias = bias if mask is None else bias + mask.unsqueeze(1).to(bias.dtype)
-        bias = bias.expand(nw, heads, n, n).reshape(1, nw * heads, n, n).to(q.dtype)
+        qkv = self.qkv(x).view(b, length, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # [3, B, heads, L, d], a view
+        qkv = qkv.contiguous() if order is None else qkv.index_select(3, order[0])
+        nw = qkv.shape[3] // n
+        q, k, v = qkv.view(3, b, heads * nw, n, c // heads).unbind(0)
+        bias = self.rel_pos_bias(*grid).transpose(0, 1)  # [heads, 1, N, N]
+        bias = bias if mask is None else bias + mask.unsqueeze(0).to(bias.dtype)  # [heads, nW, N, N]
+        bias = bias.expand(heads, nw, n, n).reshape(1, heads * nw, n, n).to(q.dtype)
         if q.is_cuda or not bias.requires_grad:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:  # CPU kernels cannot return the bias' gradient: SDPA would fall back to this, plus an -inf check
             out = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(-1) @ v
-        out = out.view(b, nw, heads, n, c // heads).transpose(2, 3).reshape(b, nw * n, c)
-        if order is not None:
-            out = out.index_select(1, order[1])
+        out = out.view(b, heads, nw * n, c // heads).transpose(1, 2)  # [B, nW * N, heads, d], a view
+        out = out.reshape(b, length, c) if order is None else out.index_select(1, order[1]).view(b, length, c)
         return self.proj(out)
 
 

@@ -27,7 +27,8 @@ Choices where the papers are silent or where the CPU scale needs one (each is a 
   preset keeps it fixed (position, type and modality embeddings still train, without weight decay).
 - **Frozen text tower (optional, ``text.freeze``).** The world's questions are templates that MiniLM's
   pretrained features already tell apart; fixing the tower skips its backward pass, about 45% of a step of the
-  tiny preset on one core (the quick profile uses it to afford more steps).
+  tiny preset on one core (the quick profile uses it to afford more steps). With a tower frozen, ``forward``
+  also takes its precomputed output (``stage_map``, ``text_hidden``; ``vl.feature_cache`` computes them once).
 - **Layer norm placement.** Pre-LN layers (METER's BERT layers are post-LN): they train from scratch at small
   batch without warmup tricks; a final LayerNorm per modality closes the stack.
 """
@@ -265,15 +266,25 @@ class METER(nn.Module):
         nn.init.normal_(self.modality_embedding.weight, std=0.02)
 
     # ------------------------------------------------------------------------------------------ towers
-    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """The chosen CoSwin stage as tokens at the fusion width, with 2-D positions: [B, H * W, width]."""
-        fmap = self.image_encoder.forward_features(images)["features"][self.image_stage]
+    def stage_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The chosen CoSwin stage's feature map [B, C, H, W] (what a frozen tower's cache holds)."""
+        return self.image_encoder.forward_features(images)["features"][self.image_stage]
+
+    def image_tokens(self, images: torch.Tensor, stage_map: torch.Tensor | None = None) -> torch.Tensor:
+        """The chosen CoSwin stage as tokens at the fusion width, with 2-D positions: [B, H * W, width].
+        ``stage_map``: the stage's precomputed map (a frozen tower's cache); ``images`` is then not read."""
+        fmap = self.stage_map(images) if stage_map is None else stage_map
         b, c, h, w = fmap.shape
         tokens = self.image_map(self.image_norm(fmap.flatten(2).transpose(1, 2)))
         return tokens + sincos_2d(h, w, self.width, tokens.device).to(tokens.dtype)
 
-    def text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def text_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The text tower's last hidden states [B, L, H] (what a frozen tower's cache holds)."""
+        return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    text_hidden: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.text_hidden(input_ids, attention_mask) if text_hidden is None else text_hidden
         return self.text_map(hidden)
 
     # ------------------------------------------------------------------------------------------ fusion
@@ -292,9 +303,12 @@ class METER(nn.Module):
         pooled = torch.cat([self.text_pooler(text_summary), self.image_pooler(image.mean(1))], dim=-1)
         return {"text": text, "image": image, "pooled": pooled}
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                stage_map: torch.Tensor | None = None, text_hidden: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:
-        return self.fuse(self.text_tokens(input_ids, attention_mask), attention_mask, self.image_tokens(images))
+        """``stage_map`` / ``text_hidden``: precomputed tower outputs (frozen towers, ``vl.feature_cache``)."""
+        return self.fuse(self.text_tokens(input_ids, attention_mask, text_hidden), attention_mask,
+                         self.image_tokens(images, stage_map))
 
     def no_weight_decay(self) -> set[str]:
         """Norms, biases and every embedding (text word/position/type tables and the modality embedding: the
@@ -360,8 +374,9 @@ class METERForVQA(nn.Module):
         self.meter = METER(cfg)
         self.head = VQAHead(2 * cfg.width, num_answers)
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.meter(images, input_ids, attention_mask)["pooled"])
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                **cached: torch.Tensor) -> torch.Tensor:
+        return self.head(self.meter(images, input_ids, attention_mask, **cached)["pooled"])
 
     def no_weight_decay(self) -> set[str]:
         return {f"meter.{n}" for n in self.meter.no_weight_decay()} | {

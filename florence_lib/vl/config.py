@@ -48,6 +48,8 @@ class VQATaskConfig:
     min_count: int = field(1, min=1, help="an answer enters the vocabulary if at least this many questions have it")
     vqav2_train_fraction: float = field(0.5, min=0.05, max=0.95, help="vqav2 subset: share used for training")
     pretrained: bool = field(True, help="start from the VL-pretrained model when one is given or trained")
+    cache_features: bool = field(True, help="frozen towers (freeze_image, text.freeze) encode each image and "
+                                 "question once instead of every step (vl.feature_cache)")
 
 
 @dataclass

@@ -115,14 +115,22 @@ class CaptionCollate:
 
 
 class QuestionCollate:
-    """``{"image", "input_ids", "attention_mask", "targets" [B, answers], "answers", "types"}``."""
+    """``{"image", "input_ids", "attention_mask", "targets" [B, answers], "answers", "types"}``, plus
+    ``stage_map`` and ``text_hidden`` where the samples carry a frozen tower's cached outputs."""
 
     def __init__(self, tokenizer: Callable[[list[str]], dict[str, torch.Tensor]], vocab: Sequence[str]) -> None:
         self.tokenizer, self.vocab = tokenizer, list(vocab)
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         answers = [s["answers"] for s in samples]
-        return {"image": torch.stack([s["image"] for s in samples]),
-                **trim_padding(self.tokenizer([s["question"] for s in samples])),
-                "targets": soft_targets(answers, self.vocab), "answers": answers,
-                "types": [s["type"] for s in samples]}
+        tokens = trim_padding(self.tokenizer([s["question"] for s in samples]))
+        batch = {"image": torch.stack([s["image"] for s in samples]), **tokens,
+                 "targets": soft_targets(answers, self.vocab), "answers": answers,
+                 "types": [s["type"] for s in samples]}
+        if "stage_map" in samples[0]:  # frozen towers' outputs (vl.feature_cache)
+            batch["stage_map"] = torch.stack([s["stage_map"] for s in samples])
+        if "text_hidden" in samples[0]:
+            from .feature_cache import pad_hidden
+
+            batch["text_hidden"] = pad_hidden([s["text_hidden"] for s in samples], tokens["input_ids"].shape[1])
+        return batch

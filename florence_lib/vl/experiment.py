@@ -27,6 +27,7 @@ def vqa_experiment(cfg: VLConfig, run_dir: RunDir, init: METER | None = None, la
     ``{"task": "vqa", "dataset", "accuracy", "blind_accuracy", "majority_accuracy", "scoring", ...}``."""
     _, _, world = setup(cfg)
     data = vqa_data(cfg, world)
+    init = init if cfg.vqa.pretrained else None  # vqa.pretrained false: a fresh fusion on the UniCL tower
     full = finetune_vqa(cfg, run_dir.sub(f"vqa_{data.name}"), data, init=init)
     blind = finetune_vqa(cfg, run_dir.sub(f"vqa_{data.name}_blind"), data, init=init, blind=True)
     majority = majority_baseline(data)

@@ -48,6 +48,11 @@ class PretrainObjective:
         return mlm_loss + itm_loss, logs
 
 
+def cached_features(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The frozen towers' outputs a batch carries (``vl.feature_cache``; a blind set caches the zero image's)."""
+    return {k: batch[k] for k in ("stage_map", "text_hidden") if k in batch}
+
+
 class VQAObjective:
     """BCE against the soft scores, scaled by the number of answers (METER's, so that the gradient per answer
     logit does not shrink with the vocabulary). ``blind`` replaces every image by zeros: the question-only
@@ -58,7 +63,7 @@ class VQAObjective:
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         images = torch.zeros_like(batch["image"]) if self.blind else batch["image"]
-        logits = model(images, batch["input_ids"], batch["attention_mask"]).float()
+        logits = model(images, batch["input_ids"], batch["attention_mask"], **cached_features(batch)).float()
         targets = batch["targets"]
         loss = F.binary_cross_entropy_with_logits(logits, targets) * targets.shape[1]
         score = targets.gather(1, logits.argmax(1, keepdim=True)).mean()

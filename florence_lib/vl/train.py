@@ -34,7 +34,8 @@ from .data import (
     world_captions,
     world_questions,
 )
-from .objectives import PretrainObjective, VQAObjective
+from .feature_cache import cache_frozen_features
+from .objectives import PretrainObjective, VQAObjective, cached_features
 from .vqa_metrics import exact_match, vqa_accuracy
 
 MASK_ID = 103  # [MASK] in the MiniLM/BERT uncased WordPiece vocabulary (checked against the tokenizer in tests)
@@ -237,7 +238,7 @@ def predict_vqa(model: nn.Module, dataset: ListDataset, vocab: Sequence[str], to
     for batch in batches(dataset, QuestionCollate(tokenizer, vocab), batch_size):
         batch = move_to(batch, device)
         images = torch.zeros_like(batch["image"]) if blind else batch["image"]
-        logits = model(images, batch["input_ids"], batch["attention_mask"])
+        logits = model(images, batch["input_ids"], batch["attention_mask"], **cached_features(batch))
         out += [vocab[i] for i in logits.argmax(-1).tolist()]
     return out
 
@@ -274,13 +275,16 @@ def finetune_vqa(cfg: VLConfig, run_dir: RunDir, data: VQAData, *, init: METER |
         load_unicl_image_encoder(model.meter, cfg.unicl_checkpoint)
     model.to(device)
     opt = cfg.vqa.optim
+    train, test = data.train, data.test
+    if cfg.vqa.cache_features:
+        train, test = (cache_frozen_features(model.meter, d, tokenizer, device, cfg.eval_batch_size, blind)
+                       for d in (train, test))
     engine = build_engine(model, VQAObjective(blind=blind), opt, device, cfg.precision)
-    loader = step_loader(data.train, QuestionCollate(tokenizer, data.vocab), batch_size=opt.batch_size,
-                         seed=cfg.seed)
+    loader = step_loader(train, QuestionCollate(tokenizer, data.vocab), batch_size=opt.batch_size, seed=cfg.seed)
     records = engine.fit(loader, opt.steps, run_dir=run_dir, log_every=opt.log_every,
                          record={"stage": "vqa_blind" if blind else "vqa"}, desc="vqa blind" if blind else "vqa")
     engine.save(run_dir.checkpoints, model_spec=spec_of(mcfg, "meter_vqa", vocab=data.vocab), config=cfg, keep=1)
-    predictions = predict_vqa(model, data.test, data.vocab, tokenizer, device, cfg.eval_batch_size, blind)
+    predictions = predict_vqa(model, test, data.vocab, tokenizer, device, cfg.eval_batch_size, blind)
     model.vocab = data.vocab
     return {"model": model, "records": records, "predictions": predictions,
             "metrics": evaluate_predictions(predictions, data.test, data.exact)}

@@ -17,7 +17,7 @@ training step); the relative position bias and the window mask form one additive
 On a CPU in training, attention is a plain matmul + softmax (no CPU kernel returns the bias' gradient; SDPA would
 fall back to the same math plus an -inf check); elsewhere ``F.scaled_dot_product_attention``. The tower's forward +
 backward against the previous code, same process: 1.11x (coswin_tiny) and 2.38x (coswin_small) at 64 px. Then
-(issue 17d): the gather writes q, k, v straight in the (image, head, window) batch order the matmuls read, and the
+(issue 17): the gather writes q, k, v straight in the (image, head, window) batch order the matmuls read, and the
 scatter reads the output where it lies (one copy each way instead of two), and on a CPU the k3 embeddings onto
 maps of <= 16 positions run as unfold + matmul (oneDNN's backward is ~4x slower there); results/coswin_ab.md.
 Numerics are pinned by tests/test_coswin_numerics.py (a seeded tower's output and gradients, saved before).

@@ -5,9 +5,15 @@ vocabulary) and timm's ``SwinTransformer`` of the same widths, depths, heads and
 patch embedding and merging where CoSwin has convolutional embeddings), trained with open_clip's ``ClipLoss`` and
 the same AdamW. Both run one full step (forward, loss, backward, clip, update) on the same world batch, timed
 alternately so that load on the machine hits both alike. FLOPs per step come from ``torch.utils.flop_counter``;
-achieved FLOP/s is reported against this machine's fp32 and bf16 matmul peaks, measured in the same run.
+achieved FLOP/s is reported against this machine's fp32 and bf16 matmul peaks, measured in the same run. Beside
+wall-clock images/s, each step's CPU time (``time.process_time``, all threads) is kept: on a shared machine a
+process waiting for a core loses wall time, not CPU time, so the CPU-time ratio is the steadier one under load.
 
-    python benchmarks/bench_pretrain.py [--presets unicl_tiny unicl_small] [--batch-size 32] [--steps 5]
+Runs accumulate in ``results/<name>.json`` and ``.md`` under their ``--label`` (the code state, e.g. ``main
+f10b969``): a label measured again replaces its old run, so one table holds the before and the after runs, each
+with its host, date and load.
+
+    python benchmarks/bench_pretrain.py [--presets unicl_tiny unicl_small] [--steps 5] [--label "main f10b969"]
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -136,6 +143,7 @@ def bench_preset(name: str, batch: dict, image_size: int, steps: int, precision:
         out["ours_compiled_params"] = out["ours_params"]
         out["ours_compiled_flops_per_step"] = out["ours_flops_per_step"]
     times: dict[str, list[float]] = {k: [] for k in engines}
+    cpu_times: dict[str, list[float]] = {k: [] for k in engines}
     n = 1024 * (8 if DEVICE.type == "cuda" else 1)
     a, b = (torch.randn(n, n, dtype=PEAK_DTYPE[precision], device=DEVICE) for _ in range(2))
     peak_samples = []
@@ -143,16 +151,19 @@ def bench_preset(name: str, batch: dict, image_size: int, steps: int, precision:
         peak_samples.append(2 * n**3 / min(matmul_seconds(a, b) for _ in range(3)))
         for key, engine in engines.items():
             sync()
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             engine.train_step(batch)
             sync()
             times[key].append(time.perf_counter() - t)
+            cpu_times[key].append(time.process_time() - cpu)
     for key in engines:
         sec = statistics.median(times[key])
+        out[f"{key}_cpu_step_seconds"] = statistics.median(cpu_times[key])
         out[f"{key}_step_seconds"] = sec
         out[f"{key}_images_per_second"] = len(batch["image"]) / sec
         out[f"{key}_flops_per_second"] = out[f"{key}_flops_per_step"] / sec
     out["throughput_ratio"] = out["ours_images_per_second"] / out["open_clip_images_per_second"]
+    out["cpu_time_ratio"] = out["open_clip_cpu_step_seconds"] / out["ours_cpu_step_seconds"]
     out["matmul_flops_same_load"] = statistics.median(peak_samples)  # the peak as loaded as the steps were
     if DEVICE.type == "cuda":  # both models' states and the last steps' activations
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -166,6 +177,60 @@ def world_batch(batch_size: int, image_size: int) -> dict:
     return {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def default_label() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "this tree"
+    return f"this tree ({rev})"
+
+
+def render(report: dict) -> str:
+    """One table over every run in ``report["runs"]``: a row per (run, preset), each with its host, date, load."""
+    lines = [
+        f"# Pretraining throughput ({headline(report)}; latest run)",
+        "",
+        "Each run: batch, px, threads and precision as in its row; median of alternated steps (ours, open_clip's "
+        "matched CLIP, a matmul). Ratio: images/s ours / open_clip (wall clock); CPU ratio: the same from each "
+        "step's CPU time (steadier under load). % peak: achieved FLOP/s (the FLOPs each side executes) over the "
+        "best matmul of the run, and over the matmul timed between the steps (as loaded as they were).",
+        "",
+        "| run | host, date, load | preset | setting | GFLOP/step ours / open_clip | img/s ours | img/s open_clip "
+        "| ratio | CPU ratio | % peak ours / open_clip | % same-load peak ours / open_clip |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, run in report["runs"].items():
+        load = run.get("load_average")
+        where = f"{run['host']}, {run['date']}, {load[0]:.1f}" if load else f"{run['host']}, {run['date']}"
+        for r in run["rows"]:
+            cpu = f"{r['cpu_time_ratio']:.2f}" if "cpu_time_ratio" in r else "—"
+            same = (f"{100 * r['ours_fraction_of_same_load_peak']:.0f}% / "
+                    f"{100 * r['open_clip_fraction_of_same_load_peak']:.0f}%"
+                    if "ours_fraction_of_same_load_peak" in r else "—")
+            lines.append(
+                f"| {label} | {where} | {r['preset']} | {run['precision']}, {run['threads']} thr, "
+                f"b{r['batch_size']}, {r['image_size']} px, {run.get('steps', '?')} steps "
+                f"| {r['ours_flops_per_step'] / 1e9:.1f} / {r['open_clip_flops_per_step'] / 1e9:.1f} "
+                f"| {r['ours_images_per_second']:.1f} | {r['open_clip_images_per_second']:.1f} "
+                f"| {r['throughput_ratio']:.2f} | {cpu} "
+                f"| {100 * r['ours_fraction_of_peak']:.0f}% / {100 * r['open_clip_fraction_of_peak']:.0f}% | {same} |")
+    for label, run in report["runs"].items():
+        peaks = run["matmul_peak_flops"]
+        lines.append(f"\n{label}: matmul peak fp32 {peaks['fp32'] / 1e9:.1f}, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s"
+                     + "".join(f"; {r['preset']} between steps {r['matmul_flops_same_load'] / 1e9:.1f}"
+                               for r in run["rows"] if "matmul_flops_same_load" in r) + ".")
+        for r in run["rows"]:
+            if "peak_memory_gib" in r:
+                lines.append(f"{label}, {r['preset']}: peak CUDA memory {r['peak_memory_gib']:.2f} GiB (both models).")
+            if "ours_compiled_step_seconds" in r:
+                lines.append(f"{label}, {r['preset']} with `compile: true`: first step (compiling) "
+                             f"{r['ours_compiled_first_step_seconds']:.1f} s, then "
+                             f"{r['ours_compiled_images_per_second']:.1f} img/s vs {r['ours_images_per_second']:.1f} "
+                             f"eager (x{r['ours_compiled_images_per_second'] / r['ours_images_per_second']:.2f}).")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["unicl_tiny", "unicl_small"])
@@ -177,6 +242,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--name", default="bench_pretrain", help="results/<name>.json and .md")
+    parser.add_argument("--label", default=None, help="names the code state measured (default: this tree's commit)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -190,42 +256,17 @@ def main() -> None:
         for key in ("ours", "open_clip"):
             r[f"{key}_fraction_of_peak"] = r[f"{key}_flops_per_second"] / peaks[args.precision]
             r[f"{key}_fraction_of_same_load_peak"] = r[f"{key}_flops_per_second"] / r["matmul_flops_same_load"]
-    report = {**provenance(), "device": args.device, "precision": args.precision, "threads": torch.get_num_threads(),
-              "matmul_peak_flops": peaks, "rows": rows, "environment": environment_report()}
+    run = {**provenance(), "device": args.device, "precision": args.precision, "threads": torch.get_num_threads(),
+           "steps": args.steps, "matmul_peak_flops": peaks, "rows": rows, "environment": environment_report()}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
-    lines = [
-        f"# Pretraining throughput ({headline(report)}; "
-        f"{args.precision}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-        f"{args.image_size} px, median of {args.steps} alternated steps)",
-        "",
-        f"Measured matmul peak (best over 2 s): fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f}"
-        " GFLOP/s. The same matmul timed between the steps (median, as loaded as they were): "
-        + ", ".join(f"{r['preset']} {r['matmul_flops_same_load'] / 1e9:.1f}" for r in rows) + " GFLOP/s.",
-        "",
-        "| preset | params ours / open_clip | GFLOP/step ours / open_clip | img/s ours | img/s open_clip | ratio "
-        "| GFLOP/s ours (% peak, % same-load peak) | GFLOP/s open_clip (% peak, % same-load peak) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['preset']} | {r['ours_params'] / 1e6:.1f}M / {r['open_clip_params'] / 1e6:.1f}M "
-            f"| {r['ours_flops_per_step'] / 1e9:.1f} / {r['open_clip_flops_per_step'] / 1e9:.1f} "
-            f"| {r['ours_images_per_second']:.1f} | {r['open_clip_images_per_second']:.1f} "
-            f"| {r['throughput_ratio']:.2f} "
-            f"| {r['ours_flops_per_second'] / 1e9:.1f} ({100 * r['ours_fraction_of_peak']:.0f}%, "
-            f"{100 * r['ours_fraction_of_same_load_peak']:.0f}%) "
-            f"| {r['open_clip_flops_per_second'] / 1e9:.1f} ({100 * r['open_clip_fraction_of_peak']:.0f}%, "
-            f"{100 * r['open_clip_fraction_of_same_load_peak']:.0f}%) |")
-    for r in rows:
-        if "peak_memory_gib" in r:
-            lines.append(f"\n{r['preset']}: peak CUDA memory {r['peak_memory_gib']:.2f} GiB (both models).")
-        if "ours_compiled_step_seconds" in r:
-            lines.append(f"\n{r['preset']} with `compile: true`: first step (compiling) "
-                         f"{r['ours_compiled_first_step_seconds']:.1f} s, then {r['ours_compiled_images_per_second']:.1f} "
-                         f"img/s vs {r['ours_images_per_second']:.1f} eager (x{r['ours_compiled_images_per_second'] / r['ours_images_per_second']:.2f}).")
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    path = RESULTS / f"{args.name}.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    report = {"runs": report.get("runs", {})}
+    report["runs"][args.label or default_label()] = run
+    report.update(provenance())  # the file's date: its latest run's
+    path.write_text(json.dumps(report, indent=2))
+    path.with_suffix(".md").write_text(text := render(report))
+    print(text)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,9 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-ORDER = ("bench_pretrain", "bench_pretrain_repeat", "bench_pretrain_repeat2", "bench_pretrain_before",
-         "bench_pretrain_main_53a9df3", "bench_pretrain_main_53a9df3_repeat", "coswin_ab", "profile_unicl_tiny_before",
-         "profile_unicl_tiny_main_53a9df3", "profile_unicl_tiny_after", "profile_unicl_small_before",
-         "profile_unicl_small_main_53a9df3", "profile_unicl_small_after", "coswin_before_after", "learnability",
-         "learnability_500", "learnability_lr1e-3",
-         "learnability_lr2e-3", "learnability_embeddings", "world", "scaling", "curation", "gpu")
+ORDER = ("bench_pretrain", "profile_unicl_tiny", "profile_unicl_small", "coswin_ab", "coswin_before_after",
+         "profile_earlier", "learnability", "learnability_500", "learnability_lr1e-3", "learnability_lr2e-3",
+         "learnability_embeddings", "world", "scaling", "curation", "gpu")
 """Sections in reading order; any other results file follows, alphabetically."""
 
 

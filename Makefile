@@ -42,8 +42,8 @@ bench-chain-learn: $(STAMP)
 
 bench-chain-rest: $(STAMP)
 	$(BENCH) benchmarks/bench_world.py --n 1000
-	$(BENCH) benchmarks/bench_pretrain.py --steps 5
-	$(BENCH) benchmarks/profile_step.py --tag after
+	$(BENCH) benchmarks/bench_pretrain.py --steps 9
+	$(BENCH) benchmarks/profile_step.py --tag after --threads 1
 	$(BENCH) benchmarks/bench_coswin_ab.py --ref 22de051 --repeats 5
 	$(BENCH) benchmarks/bench_curation.py
 

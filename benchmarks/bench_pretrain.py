@@ -194,7 +194,9 @@ def render(report: dict) -> str:
         "Each run: batch, px, threads and precision as in its row; median of alternated steps (ours, open_clip's "
         "matched CLIP, a matmul). Ratio: images/s ours / open_clip (wall clock); CPU ratio: the same from each "
         "step's CPU time (steadier under load). % peak: achieved FLOP/s (the FLOPs each side executes) over the "
-        "best matmul of the run, and over the matmul timed between the steps (as loaded as they were).",
+        "best matmul of the run, and over the matmul timed between the steps (as loaded as they were). Our text tower "
+        "skips what follows each caption's end token (models/text_encoder.py), so from issue-17e on it executes "
+        "fewer FLOPs than open_clip's, and a faster step can show a lower % of peak.",
         "",
         "| run | host, date, load | preset | setting | GFLOP/step ours / open_clip | img/s ours | img/s open_clip "
         "| ratio | CPU ratio | % peak ours / open_clip | % same-load peak ours / open_clip |",

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from provenance import provenance
 from torchvision.models.detection.fcos import FCOSHead
 
 from florence_lib.detection.postprocess import postprocess
@@ -180,6 +181,7 @@ def main() -> None:
     if not args.deform_only:
         results[f"detector_tiny_{args.side}px_batch{args.batch}"] = bench_detectors(args.side, args.batch,
                                                                                     args.repeats)
+    results.update(provenance())  # host, date, cpu, load at the end (of a --deform-only run: its own)
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

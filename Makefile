@@ -26,11 +26,11 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider --nbval-lax --durations=15 tests notebooks $(ARGS)
 
-# Every benchmark (each with its reference measured in the same run), then benchmarks/RESULTS.md. < 20 min on
-# 2 quiet cores: two single-threaded chains side by side, one per core (learnability + scaling ~15 min, the rest
-# ~12 min; run one after the other they took ~27); the knobs below are sized for that, see each script's --help
-# for the full-size runs. Learnability runs 500 steps here (0.99 top-1 there in the 1,000-step run) under its own
-# name, so the committed 1,000-step result stays. The CoSwin A/B is against 22de051 (before issue 17d's changes).
+# Every benchmark (each with its reference measured in the same run), then benchmarks/RESULTS.md: two
+# single-threaded chains side by side, one per core. Timed whole once: 33.2 min wall on the shared machine at load
+# ~6, 18.9 min CPU over both chains (~10 min per quiet core; benchmarks/README.md). Learnability runs 500 steps here
+# (0.99 top-1 there in the 1,000-step run) under its own name, so the committed 1,000-step result stays; the
+# pretraining ratio over 9 alternated steps (the issue-17 targets). The CoSwin A/B is against 22de051.
 BENCH := PYTHONPATH=$(CURDIR) $(PY)
 bench: $(STAMP)
 	$(MAKE) -j2 --output-sync=target --no-print-directory bench-chain-learn bench-chain-rest

@@ -85,14 +85,18 @@ def run_series(
     """Execute ``notebooks`` with ``parameters`` into ``run_dir``; after a failure nothing new starts.
 
     ``jobs`` > 1 runs that many notebooks at once, each as soon as the notebooks it reads
-    (``series.prerequisites``) are done, in series order; each kernel then gets ``cores / jobs`` threads
+    (``series.prerequisites``) are done, the one heading the longest chain first (``series.critical_paths``;
+    series order breaks ties; with one job, series order); each kernel then gets ``cores / jobs`` threads
     (``OMP_NUM_THREADS``), so that two kernels do not fight over the cores. Each notebook is driven from its own
     (spawned) process, so that two papermill clients share no state (papermill and its kernel client are not
     documented as thread-safe). The summary keeps series order."""
-    from .series import prerequisites
+    from .series import critical_paths, prerequisites
 
     stems = [nb.stem for nb in notebooks]
     waits = prerequisites(stems)
+    longest = critical_paths(stems)
+    # one at a time: numeric order (the total is the same); several: longest chain first, stable among equals
+    by_priority = sorted(stems, key=lambda s: -longest[s]) if jobs > 1 else stems
     by_stem = dict(zip(stems, notebooks))
     summary: dict[str, Any] = {"parameters": parameters, "notebooks": [], "jobs": jobs}
     entries: dict[str, dict[str, Any]] = {}
@@ -106,7 +110,7 @@ def run_series(
             while True:
                 failed = any(e["status"] == "failed" for e in entries.values())
                 started = set(entries) | set(running.values())
-                ready = [s for s in stems if s not in started and waits[s] <= set(entries)
+                ready = [s for s in by_priority if s not in started and waits[s] <= set(entries)
                          and all(entries[w]["status"] == "ok" for w in waits[s])]
                 while not failed and ready and len(running) < jobs:
                     stem = ready.pop(0)

@@ -12,32 +12,45 @@ class SeriesEntry:
     what: str
     after: tuple[str, ...] = ()
     """The notebooks whose outputs in the run directory this one reads (``reproduce --jobs`` waits for them)."""
+    seconds: float = 0.0
+    """What it took in a quick ``make reproduce`` (one thread each, ``--jobs 2``, quiet 2-core machine): only
+    used to start the longest chains first. Measured at 7d7f5a6 (``summary.json`` of that run)."""
 
 
 PRETRAINED = ("02_unicl_pretraining",)  # the UniCL checkpoint every evaluation and adapter starts from
 
 
 SERIES: tuple[SeriesEntry, ...] = (
-    SeriesEntry("00_overview", "-", "environment report, map of the series, preview of the embedded world"),
-    SeriesEntry("00b_data_tour", "§2.1", "gallery of the embedded world and of the real evaluation sets"),
-    SeriesEntry("01_data_curation", "§2.1-2.2", "FLD-style curation: filters, dedup, caption->label table"),
+    SeriesEntry("00_overview", "-", "environment report, map of the series, preview of the embedded world",
+                seconds=12),
+    SeriesEntry("00b_data_tour", "§2.1", "gallery of the embedded world and of the real evaluation sets", seconds=23),
+    SeriesEntry("01_data_curation", "§2.1-2.2", "FLD-style curation: filters, dedup, caption->label table",
+                seconds=30),
     SeriesEntry("02_unicl_pretraining", "§2.2-2.3", "CoSwin + text encoder, UniCL loss, pretraining, collapse detector",
-                after=("01_data_curation",)),
-    SeriesEntry("02b_scaling_up", "§2.7, Fig. 5", "DeepSpeed ZeRO, activation checkpointing, gradient cache"),
+                after=("01_data_curation",), seconds=405),
+    SeriesEntry("02b_scaling_up", "§2.7, Fig. 5", "DeepSpeed ZeRO, activation checkpointing, gradient cache",
+                seconds=27),
     SeriesEntry("02c_ablations", "§2.2-2.3", "the paper's claims as seeded ablations: UniCL vs CLIP, long vs short "
-                "captions, MiniLM vs from-scratch text"),  # needs nothing: runs beside 02
-    SeriesEntry("03_zero_shot", "§3.1, Table 1", "zero-shot classification with prompt ensembles", after=PRETRAINED),
-    SeriesEntry("04_linear_probe", "§3.2, Table 2", "linear probe (CLIP protocol)", after=PRETRAINED),
-    SeriesEntry("05_finetuning", "§3.3, Table 3", "fine-tuning with the UniCL loss vs a linear head", after=PRETRAINED),
-    SeriesEntry("06_few_shot", "§3.4, Table 4", "cross-domain few-shot (CD-FSL)", after=PRETRAINED),
-    SeriesEntry("07_retrieval", "§3.5, Table 5", "image-text retrieval, zero-shot and fine-tuned", after=PRETRAINED),
-    SeriesEntry("08_detection", "§2.4, Table 6", "Dynamic Head + ATSS object detection, COCO-style AP", after=PRETRAINED),
-    SeriesEntry("09_zero_shot_detection", "§3.6, Table 7", "zero-shot detection: text-classified proposals", after=PRETRAINED),
-    SeriesEntry("10_vqa", "§2.5, §3.7, Table 8", "METER fusion: MLM + ITM pretraining, VQA vs blind and majority", after=PRETRAINED),
+                "captions, MiniLM vs from-scratch text", seconds=766),  # needs nothing: runs beside 02
+    SeriesEntry("03_zero_shot", "§3.1, Table 1", "zero-shot classification with prompt ensembles", after=PRETRAINED,
+                seconds=23),
+    SeriesEntry("04_linear_probe", "§3.2, Table 2", "linear probe (CLIP protocol)", after=PRETRAINED, seconds=96),
+    SeriesEntry("05_finetuning", "§3.3, Table 3", "fine-tuning with the UniCL loss vs a linear head", after=PRETRAINED,
+                seconds=112),
+    SeriesEntry("06_few_shot", "§3.4, Table 4", "cross-domain few-shot (CD-FSL)", after=PRETRAINED, seconds=140),
+    SeriesEntry("07_retrieval", "§3.5, Table 5", "image-text retrieval, zero-shot and fine-tuned", after=PRETRAINED,
+                seconds=107),
+    SeriesEntry("08_detection", "§2.4, Table 6", "Dynamic Head + ATSS object detection, COCO-style AP", after=PRETRAINED,
+                seconds=516),
+    SeriesEntry("09_zero_shot_detection", "§3.6, Table 7", "zero-shot detection: text-classified proposals",
+                after=PRETRAINED, seconds=334),
+    SeriesEntry("10_vqa", "§2.5, §3.7, Table 8", "METER fusion: MLM + ITM pretraining, VQA vs blind and majority",
+                after=PRETRAINED, seconds=748),
     SeriesEntry("11_video", "§2.6, §3.8-3.9, Tables 9-10",
-                "Video CoSwin: inflation, action recognition (4x3 views), zero-shot text-video retrieval", after=PRETRAINED),
+                "Video CoSwin: inflation, action recognition (4x3 views), zero-shot text-video retrieval",
+                after=PRETRAINED, seconds=168),
     SeriesEntry("12_results", "Tables 1-10", "every table of the paper from one run, gaps labelled; HTML report",
-                after=("*",)),  # all the others,
+                after=("*",), seconds=14),  # all the others
 )
 
 
@@ -55,6 +68,19 @@ def prerequisites(stems: list[str]) -> dict[str, set[str]]:
         else:
             out[stem] = set(entry.after) & set(stems)
     return out
+
+
+def critical_paths(stems: list[str]) -> dict[str, float]:
+    """For each notebook of ``stems``, its ``seconds`` plus the longest chain of notebooks that wait for it:
+    ``reproduce --jobs`` starts the ready notebook with the longest one first (critical-path list scheduling),
+    so that the long independent notebooks (02c, 10, 08) do not end up last, one of the workers idle."""
+    seconds = {e.notebook: e.seconds for e in SERIES}
+    waits = prerequisites(stems)
+    longest: dict[str, float] = {}
+    for stem in reversed(stems):  # a notebook only waits for notebooks before it in the series
+        after = [longest[s] for s in stems if stem in waits[s] and s in longest]
+        longest[stem] = seconds.get(stem, 0.0) + max(after, default=0.0)
+    return longest
 
 
 def series_table() -> str:

@@ -89,3 +89,25 @@ def test_jobs_run_independent_notebooks_at_once_and_wait_for_prerequisites(tmp_p
     assert prerequisites(["03_zero_shot", "02_unicl_pretraining", "12_results"]) == {
         "03_zero_shot": {"02_unicl_pretraining"}, "02_unicl_pretraining": set(),
         "12_results": {"03_zero_shot", "02_unicl_pretraining"}}
+
+
+def test_several_jobs_start_the_longest_chain_first(tmp_path: Path) -> None:
+    from florence_lib.series import SERIES, critical_paths
+
+    seconds = {e.notebook: e.seconds for e in SERIES}
+    chain = critical_paths(["01_data_curation", "02_unicl_pretraining", "03_zero_shot", "12_results"])
+    assert chain["01_data_curation"] == sum(seconds[s] for s in chain)  # 01 -> 02 -> 03 -> 12
+    assert chain["03_zero_shot"] == seconds["03_zero_shot"] + seconds["12_results"]
+    full = critical_paths([e.notebook for e in SERIES])
+    assert full["02c_ablations"] > full["00_overview"]  # the long independent one is not left for last
+    # numeric order would start 00 and 00b; by chain, 01 (heads 02 -> ...) and 02c go first
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    body = "import json, pathlib, time\nout = pathlib.Path(run_dir) / '{stem}'\nout.mkdir(parents=True)\n" \
+           "(out / 'metrics.json').write_text(json.dumps({{'start': time.time()}}))"
+    stems = ["00_overview", "00b_data_tour", "01_data_curation", "02c_ablations"]
+    paths = [make_notebook(nbs / f"{s}.ipynb", body.format(stem=s)) for s in stems]
+    run = RunDir(tmp_path / "run")
+    summary = run_series(paths, run, {"profile": "quick", "run_dir": str(run.path)}, jobs=2)
+    start = {Path(n["notebook"]).stem: n["metrics"]["start"] for n in summary["notebooks"]}
+    assert max(start["01_data_curation"], start["02c_ablations"]) < min(start["00_overview"], start["00b_data_tour"])

@@ -41,3 +41,24 @@ def test_protocol_with_perfect_proposals(monkeypatch, classifier):
     assert 0.0 < m["baseline_AP50"] <= 1.0 / present + 1e-6
     assert 0.0 <= m["AP50"] <= 1.0 and m["num_categories"] == 8
     assert len(result["detections"]) == 6
+
+
+def test_proposer_trains_its_own_steps_on_the_frozen_tower(monkeypatch, tmp_path):
+    from florence_lib.config import load_config
+    from florence_lib.detection.config import DetectConfig
+    from florence_lib.runs import RunDir
+
+    seen = []
+
+    def fake_train(cfg, run_dir, label_by):
+        seen.append((cfg.steps, cfg.freeze_backbone, label_by))
+        raise RuntimeError("stop after the proposer's config")
+
+    monkeypatch.setattr(zs, "train_detector", fake_train)
+    for steps, expected in ((None, 30), (7, 7)):
+        cfg = load_config(DetectConfig, command="detect", profile="smoke",
+                          overrides=["steps=30"] + ([f"zero_shot.proposer_steps={steps}"] if steps else []))
+        with pytest.raises(RuntimeError, match="proposer"):
+            zs.run_zero_shot(cfg, RunDir(tmp_path / str(steps)))
+        assert seen[-1] == (expected, True, "object")
+    assert cfg.steps == 30  # the caller's config is left as it was

@@ -45,6 +45,8 @@ class ZeroShotConfig:
     labels_per_box: int = field(1, min=1, max=10, help="detections per proposal (its best classes)")
     proposals_per_image: int = field(20, min=1, max=1000)
     eval_images: int = field(200, min=1, help="held-out scenes evaluated")
+    proposer_steps: int | None = field(
+        None, min=1, help="training steps of the class-agnostic proposer (None: the detector's steps)")
 
 
 @dataclass

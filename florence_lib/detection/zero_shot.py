@@ -146,6 +146,7 @@ def run_zero_shot(cfg: DetectConfig, run_dir: RunDir) -> dict[str, Any]:
     :func:`zero_shot_world` plus ``proposer_results`` (its class-agnostic AP on the test split)."""
     proposer_cfg = copy.deepcopy(cfg)
     proposer_cfg.freeze_backbone = True  # the region classifier needs the tower that matches the text encoder
+    proposer_cfg.steps = cfg.zero_shot.proposer_steps or cfg.steps
     proposer_results = train_detector(proposer_cfg, run_dir.sub("proposer"), label_by="object")
     proposer = load_detector(proposer_results["checkpoint"])
     unicl, label = load_unicl(cfg.checkpoint, cfg.seed)

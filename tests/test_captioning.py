@@ -12,6 +12,7 @@ from florence_lib.training.batches import step_loader
 from florence_lib.vl.captioning import (
     CaptionObjective,
     beam_search,
+    block_repeat,
     caption_scores,
     greedy,
     most_frequent_caption,
@@ -63,3 +64,36 @@ def test_most_frequent_caption_is_the_trivial_baseline() -> None:
     assert most_frequent_caption(more) == "a blue square"
     scores = caption_scores(["a blue square"] * 2, [["a blue square"], ["a red circle"]])
     assert 0 < scores["bleu4"] < 1 and scores["cider"] > 0
+
+
+class LoopingDecoder(torch.nn.Module):
+    """After [CLS] (1) says 'a' (5); after 'a' says 'a' again (log p -0.1), else [SEP] (2, -1.0); then [SEP]."""
+
+    def memory(self, images: torch.Tensor) -> torch.Tensor:
+        return images.new_zeros(images.shape[0], 1, 4)
+
+    def decoder(self, ids: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((ids.shape[0], ids.shape[1], 8), -20.0)
+        last = ids[:, -1]
+        logits[last == 1, -1, 5] = 0.0
+        logits[last == 5, -1, 5], logits[last == 5, -1, 2] = -0.1, -1.0
+        logits[(last != 1) & (last != 5), -1, 2] = 0.0
+        return logits
+
+
+def test_repeat_blocking_stops_a_looping_decoder() -> None:
+    model, images = LoopingDecoder(), torch.zeros(2, 3, 8, 8)
+    assert greedy(model, images, 1, 2, max_length=6) == [[5] * 6] * 2  # the loop, to the length limit
+    assert greedy(model, images, 1, 2, max_length=6, no_repeat=1) == [[5]] * 2  # 'a' then [SEP]
+    assert beam_search(model, images[0], 1, 2, beam=2, max_length=6, no_repeat=1) == [5]
+    # unblocked, the second finished hypothesis [5, 5] (-1.1 / 3) outranks [5] (-1.0 / 2) at alpha 1
+    assert beam_search(model, images[0], 1, 2, beam=2, max_length=6) == [5, 5]
+
+
+def test_repeat_blocking_forbids_exactly_the_back_to_back_repeats() -> None:
+    logp = torch.zeros(3, 10)
+    ids = torch.tensor([[1, 4, 5, 4], [1, 6, 7, 8], [1, 3, 3, 9]])
+    blocked = block_repeat(logp, ids, longest=2).isinf()
+    # row 0: 4 again ('4 4'), 5 ('4 5 4 5'); row 1: only 8; row 2: only 9 ('3 9 3' is no back-to-back repeat)
+    assert [torch.nonzero(b).flatten().tolist() for b in blocked] == [[4, 5], [8], [9]]
+    assert block_repeat(logp, ids, longest=1).isinf().sum() == 3

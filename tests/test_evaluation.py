@@ -493,3 +493,22 @@ def test_evaluation_notebooks_resolve_data_root_with_the_one_helper(tmp_path, mo
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert "root = data_root_or_none(data_root)" in code and "data_root=root" in code, stem
         assert "if data_root" not in code, f"{stem} tests the raw data_root parameter"
+
+
+def test_few_shot_fine_tunes_the_tower_only_for_the_chosen_shot_counts(user_sets):
+    """finetune_shots picks which shot counts get Florence's per-episode fine-tune (with finetune_epochs and
+    max_finetune_episodes); the others keep the frozen-feature head, and each record says which it got."""
+    from florence_lib.config import load_config
+    from florence_lib.evaluation.config import EvalConfig
+    from florence_lib.evaluation.evaluator import Evaluator
+    from florence_lib.models import create_model
+
+    cfg = load_config(EvalConfig, command="evaluate", profile="smoke", overrides=[
+        "image_size=32", "few_shot.shots=[1,2]", "few_shot.episodes=3", "few_shot.finetune_backbone=true",
+        "few_shot.finetune_shots=[1]", "few_shot.finetune_epochs=2", "few_shot.max_finetune_episodes=2"])
+    torch.manual_seed(0)
+    records = Evaluator(create_model("unicl_tiny"), cfg, "tiny").few_shot(str(user_sets / "folder")).records
+    by_k = {r["k_shot"]: r for r in records}
+    assert by_k[1]["finetune_backbone"] is True and by_k[1]["episodes"] == 2 and by_k[1]["epochs"] == 2
+    assert by_k[2]["finetune_backbone"] is False and by_k[2]["episodes"] == 3 and by_k[2]["epochs"] == 20
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in records)

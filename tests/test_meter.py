@@ -11,6 +11,7 @@ from florence_lib.models.meter import (
     METERForVQA,
     METERPretraining,
     count_fusion_parameters,
+    fold,
     meter_config,
     sincos_2d,
 )
@@ -74,6 +75,34 @@ def test_frozen_image_tower_gets_no_gradient() -> None:
     out = model(torch.randn(2, 3, 32, 32), torch.randint(1000, 2000, (2, 5)), torch.ones(2, 5, dtype=torch.long))
     out["pooled"].sum().backward()
     assert model.image_map.weight.grad is not None  # the map into the fusion still learns
+
+
+def test_fold_puts_each_cells_fine_tokens_in_its_channels() -> None:
+    fine = torch.arange(2 * 6 * 6, dtype=torch.float32).view(1, 2, 6, 6)
+    folded = fold(fine, (3, 3))
+    assert folded.shape == (1, 8, 3, 3)
+    # coarse cell (1, 2) holds fine rows 2-3, columns 4-5 of each channel, row-major, channel by channel
+    assert folded[0, :, 1, 2].tolist() == [16, 17, 22, 23, 52, 53, 58, 59]
+    with pytest.raises(ValueError, match="does not tile"):
+        fold(torch.zeros(1, 2, 7, 6), (3, 3))
+
+
+@pytest.mark.parametrize("size", [32, 48, 64])
+def test_concatenated_stages_enter_as_one_token_per_cell(size: int) -> None:
+    torch.manual_seed(0)
+    model = METER(tiny(image_concat_stages=(0, 1))).eval()
+    images = torch.randn(2, 3, size, size)
+    fmap = model.stage_map(images)
+    features = model.image_encoder.forward_features(images)["features"]
+    grid = features[2].shape[-1]
+    assert fmap.shape == (2, 128 + 32 * 16 + 64 * 4, grid, grid)  # stage 2, then stage 0 (4x4), stage 1 (2x2)
+    torch.testing.assert_close(fmap[:, :128], features[2])
+    torch.testing.assert_close(fmap[:, 128:640], fold(features[0], (grid, grid)))
+    torch.testing.assert_close(fmap[:, 640:], fold(features[1], (grid, grid)))
+    out = model(images, torch.randint(1000, 2000, (2, 5)), torch.ones(2, 5, dtype=torch.long))
+    assert out["image"].shape == (2, grid * grid, 32)
+    with pytest.raises(ConfigError, match="before image_stage"):
+        tiny(image_concat_stages=(2,))
 
 
 def test_heads_and_pretrained_text_tower() -> None:

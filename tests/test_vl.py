@@ -3,6 +3,8 @@ accuracy and normalisation, world question types, and a tiny VQA set that overfi
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -13,17 +15,19 @@ from florence_lib.models.meter import METERForVQA, meter_config
 from florence_lib.training.batches import step_loader
 from florence_lib.vl.answers import build_answer_vocab, soft_score, soft_targets
 from florence_lib.vl.config import VLConfig
-from florence_lib.vl.data import QuestionCollate, world_question_type, world_questions
+from florence_lib.vl.data import ListDataset, QuestionCollate, world_question_type, world_questions
 from florence_lib.vl.feature_cache import cache_frozen_features
 from florence_lib.vl.itm import itm_negatives
 from florence_lib.vl.masking import IGNORE, mask_tokens
 from florence_lib.vl.objectives import VQAObjective, cached_features
 from florence_lib.vl.train import (
     MASK_ID,
+    VQAData,
     build_engine,
     evaluate_predictions,
     predict_vqa,
     resolve_meter_config,
+    vqa_optim,
 )
 from florence_lib.vl.vqa_metrics import exact_match, normalize_answer, vqa_accuracy
 
@@ -181,6 +185,7 @@ def test_frozen_tower_cache_gives_the_same_logits() -> None:
     blind = cache_frozen_features(model.meter, data, tok, torch.device("cpu"), blind=True)
     zero = model.meter.stage_map(torch.zeros_like(plain["image"][:1]))[0]
     torch.testing.assert_close(blind.samples[0]["stage_map"], zero)
+    assert all(s["stage_map"] is blind.samples[0]["stage_map"] for s in blind.samples)  # computed once
     trainable = METERForVQA(meter_config("meter_tiny", text=text, width=64), len(vocab))
     assert not set(cache_frozen_features(trainable.meter, data, tok, torch.device("cpu")).samples[0]) & {
         "stage_map", "text_hidden"}
@@ -193,6 +198,13 @@ def test_bad_config_is_refused() -> None:
         load_config(VLConfig, command="vl", profile="smoke", overrides=["pretrain.hard_negatives=true"])
     with pytest.raises(ConfigError, match="model_overrides.*bogus"):
         load_config(VLConfig, command="vl", profile="smoke", overrides=["model_overrides={bogus: 1}"])
+
+
+def test_vqav2_subset_takes_its_own_steps() -> None:
+    cfg = load_config(VLConfig, command="vl", profile="smoke", overrides=["vqa.vqav2_steps=3"])
+    data = VQAData(ListDataset([{}]), ListDataset([{}]), ["yes"], True, "vqav2")
+    assert vqa_optim(cfg, data).steps == 3 and cfg.vqa.optim.steps == 4
+    assert vqa_optim(cfg, dataclasses.replace(data, name="world")).steps == 4
 
 
 def test_model_overrides_reach_the_model() -> None:

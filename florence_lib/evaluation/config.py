@@ -58,6 +58,11 @@ class FewShotConfig:
     backbone_lr: float = field(0.01, min=0.0, help="plain-SGD lr of the image tower when it is fine-tuned")
     max_finetune_episodes: int | None = field(
         None, min=1, help="cap on episodes per shot when finetune_backbone (each trains a tower copy)")
+    finetune_shots: list[int] | None = field(
+        None, min=1, help="shot counts that fine-tune the tower when finetune_backbone (null: every one); the "
+                          "others train the head on frozen features, and each record says which it got")
+    finetune_epochs: int | None = field(
+        None, min=1, help="passes over the support set per fine-tuned episode (null: epochs)")
 
 
 @dataclass

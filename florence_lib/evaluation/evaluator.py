@@ -168,15 +168,18 @@ class Evaluator:
 
     def few_shot(self, name: str) -> Evaluation:
         """Table 4: CD-FSL episodes per shot count; ways shrink (recorded) where a set is too small. With
-        ``few_shot.finetune_backbone`` the image tower is fine-tuned per episode (Florence's variant)."""
+        ``few_shot.finetune_backbone`` the image tower is fine-tuned per episode (Florence's variant), for the shot
+        counts of ``few_shot.finetune_shots`` (all by default)."""
         fs = self.cfg.few_shot
         data, feats = self.features(name, "all", flip=fs.flip, kind=fs.features)
         labels = feats.labels.numpy()
         records, accuracies = [], {}
         head = {"epochs": fs.epochs, "batch_size": fs.batch_size, "lr": fs.lr, "momentum": fs.momentum,
                 "dampening": fs.dampening, "weight_decay": fs.weight_decay}
-        protocol = {**head, "features": fs.features, "finetune_backbone": fs.finetune_backbone}
         for k in fs.shots:
+            tuned = fs.finetune_backbone and (fs.finetune_shots is None or k in fs.finetune_shots)
+            epochs = (fs.finetune_epochs or fs.epochs) if tuned else fs.epochs
+            protocol = {**head, "epochs": epochs, "features": fs.features, "finetune_backbone": tuned}
             counts = np.bincount(labels)
             n_way = min(fs.n_way, int((counts >= k + fs.n_query).sum()))
             if n_way < 2:
@@ -184,8 +187,8 @@ class Evaluator:
                                             accuracy=None, ci95=None, episodes=0, **protocol,
                                             skipped=f"fewer than 2 classes have {k + fs.n_query} images"))
                 continue
-            if fs.finetune_backbone:
-                res = self._few_shot_finetuned(data, labels, n_way, k, head)
+            if tuned:
+                res = self._few_shot_finetuned(data, labels, n_way, k, {**head, "epochs": epochs})
             else:
                 res = few_shot_eval(feats.features, labels, flipped=feats.flipped, n_way=n_way, k_shot=k,
                                     n_query=fs.n_query, episodes=fs.episodes, seed=self.cfg.seed,

@@ -13,6 +13,10 @@ Choices where the papers are silent or where the CPU scale needs one (each is a 
 - **Image tokens.** METER feeds the last layer of its image encoder to the fusion; ``image_stage`` picks a
   CoSwin stage (default the last). At the world's 48-64 px the last stage is a 2x2 map, too coarse for questions
   about nine places, so the CPU preset reads the third (index 2: 3x3 at 48 px, one token per world cell).
+- **Multi-scale image tokens (``image_concat_stages``).** At 3x3 one stage-2 token averages a world cell away,
+  and the tiny tower's stage-2 tokens hardly encode shape (MLP probe 32%); the earlier stages' tokens inside a
+  cell are folded into its channels (``fold``: pixel_unshuffle, stage 0's 4x4 and stage 1's 2x2 per cell), the
+  within-cell layout that Swin/METER-style multi-scale features keep, before one Linear to the fusion width.
 - **Image positions.** Swin-style encoders carry only relative positions inside windows, while METER's CLIP-ViT
   tokens carry absolute ones; a fixed 2-D sine-cosine embedding (any grid size, no parameters) restores them,
   on relative coordinates with frequencies fitted to the grid (``sincos_2d``: MAE's is ~constant on a 3x3 map).
@@ -78,6 +82,8 @@ class METERConfig:
     image: CoSwinConfig = dataclasses.field(default_factory=CoSwinConfig)
     image_stage: int = field(-1, min=-4, max=3, help="CoSwin stage whose tokens enter the fusion (-1: last)")
     freeze_image: bool = field(False, help="keep the CoSwin tower fixed (its UniCL features; no image backward)")
+    image_concat_stages: tuple[int, ...] = field((), help="earlier CoSwin stages folded onto the chosen stage's "
+                                                 "grid (pixel_unshuffle) and concatenated to its channels")
     text: METERTextConfig = dataclasses.field(default_factory=METERTextConfig)
     width: int = field(768, min=8, help="fusion width (METER: 768)")
     fusion_layers: int = field(6, min=1, help="M_co: co-attention layers per modality (METER: 6)")
@@ -95,6 +101,10 @@ class METERConfig:
             raise ConfigError(f"width: {self.width} must be divisible by 4 (the 2-D position embedding)")
         if not -len(self.image.depths) <= self.image_stage < len(self.image.depths):
             raise ConfigError(f"image_stage: {self.image_stage} is not a stage of {len(self.image.depths)}")
+        chosen = self.image_stage % len(self.image.depths)
+        if any(not 0 <= k < chosen for k in self.image_concat_stages):
+            raise ConfigError(f"image_concat_stages: {self.image_concat_stages} must be stages before image_stage "
+                              f"({chosen})")
 
 
 METER_PRESETS: Registry[METERConfig] = Registry("METER preset")
@@ -141,6 +151,16 @@ def sincos_2d(height: int, width: int, dim: int, device: torch.device | None = N
     if height * width == 1:
         return torch.zeros_like(pos)
     return 0.5 * (pos - pos.mean(0)) / pos.std(0).clamp_min(1e-3)
+
+
+def fold(fmap: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A finer stage map [B, C, f * H, f * W] as [B, C * f^2, H, W] on the coarser ``grid`` (H, W): each coarse
+    cell's f x f fine tokens side by side in its channels, so the within-cell layout (an object's outline at
+    stride 4-8, where a 3x3 stage-2 token has averaged it away) stays linearly readable."""
+    factor = fmap.shape[-1] // grid[1]
+    if factor < 1 or fmap.shape[-2:] != (grid[0] * factor, grid[1] * factor):
+        raise ValueError(f"fold: a {tuple(fmap.shape[-2:])} map does not tile a {tuple(grid)} grid")
+    return F.pixel_unshuffle(fmap, factor)
 
 
 class Attention(nn.Module):
@@ -238,9 +258,11 @@ class METER(nn.Module):
             self.image_encoder.requires_grad_(False)
         stage = cfg.image_stage % len(cfg.image.depths)
         self.image_stage = stage
-        image_dim = self.image_encoder.feature_dims[stage]
+        dims = self.image_encoder.feature_dims
+        image_dim = dims[stage] + sum(dims[k] * 4 ** (stage - k) for k in cfg.image_concat_stages)
         # The encoder's own final norm for the last stage (pretrained with it); a fresh one for earlier stages.
-        self.image_norm = self.image_encoder.norm if stage == len(cfg.image.depths) - 1 else nn.LayerNorm(image_dim)
+        last = stage == len(cfg.image.depths) - 1 and not cfg.image_concat_stages
+        self.image_norm = self.image_encoder.norm if last else nn.LayerNorm(image_dim)
         self.image_map = nn.Linear(image_dim, cfg.width)
         self.text_map = nn.Linear(self.text_encoder.config.hidden_size, cfg.width)
         self.modality_embedding = nn.Embedding(2, cfg.width)  # 0 text, 1 image (METER's token types)
@@ -267,8 +289,13 @@ class METER(nn.Module):
 
     # ------------------------------------------------------------------------------------------ towers
     def stage_map(self, images: torch.Tensor) -> torch.Tensor:
-        """The chosen CoSwin stage's feature map [B, C, H, W] (what a frozen tower's cache holds)."""
-        return self.image_encoder.forward_features(images)["features"][self.image_stage]
+        """The chosen CoSwin stage's feature map [B, C, H, W] (what a frozen tower's cache holds), with the
+        ``image_concat_stages`` folded onto its grid and concatenated to its channels."""
+        x, maps = images, []
+        for stage in self.image_encoder.stages[:self.image_stage + 1]:
+            x = stage(x).permute(0, 3, 1, 2)
+            maps.append(x)
+        return torch.cat([x, *(fold(maps[k], x.shape[-2:]) for k in self.config.image_concat_stages)], dim=1)
 
     def image_tokens(self, images: torch.Tensor, stage_map: torch.Tensor | None = None) -> torch.Tensor:
         """The chosen CoSwin stage as tokens at the fusion width, with 2-D positions: [B, H * W, width].
@@ -447,4 +474,4 @@ def count_fusion_parameters(cfg: METERConfig) -> dict[str, int]:
 
 
 __all__ = ["METER", "CaptionDecoder", "METERCaptioner", "METERConfig", "METERForVQA", "METERPretraining", "METERTextConfig", "METER_PRESETS",
-           "MLMHead", "VQAHead", "count_fusion_parameters", "meter_config", "sincos_2d"]
+           "MLMHead", "VQAHead", "count_fusion_parameters", "meter_config", "sincos_2d", "fold"]

@@ -46,6 +46,8 @@ class VQATaskConfig:
     test_scenes: int = field(300, min=1, help="world test scenes")
     top_k: int = field(3129, min=1, help="answer vocabulary size (VQAv2: 3,129)")
     min_count: int = field(1, min=1, help="an answer enters the vocabulary if at least this many questions have it")
+    vqav2_steps: int | None = field(None, min=1, help="steps on the vqav2 subset (null: optim.steps); its ~100 "
+                                    "training questions take ~400 epochs at the world's 1,200 steps of 32")
     vqav2_train_fraction: float = field(0.5, min=0.05, max=0.95, help="vqav2 subset: share used for training")
     pretrained: bool = field(True, help="start from the VL-pretrained model when one is given or trained")
     cache_features: bool = field(True, help="frozen towers (freeze_image, text.freeze) encode each image and "
@@ -60,6 +62,9 @@ class CaptionTaskConfig:
     decoder_layers: int = field(2, min=1)
     beam: int = field(3, min=1, max=16)
     max_length: int = field(20, min=1, help="most generated tokens")
+    no_repeat: int = field(1, min=0, max=8, help="decoding never repeats an n-gram (n <= this) back to back "
+                           "(captioning.block_repeat; 0: off)")
+    length_alpha: float = field(1.0, min=0.0, max=4.0, help="beam ranking: log p / length^alpha")
 
 
 @dataclass

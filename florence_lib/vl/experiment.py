@@ -14,7 +14,7 @@ from ..config import load_config
 from ..models.meter import METER
 from ..runs import RunDir, notebook_run_dir
 from .config import VLConfig
-from .train import finetune_vqa, majority_baseline, setup, vqa_data
+from .train import finetune_vqa, majority_baseline, setup, vqa_data, vqa_optim
 
 SCORING = {True: "exact match after normalisation (one consensus answer per question)",
            False: "official VQA accuracy (10 annotators, leave-one-out)"}
@@ -36,7 +36,7 @@ def vqa_experiment(cfg: VLConfig, run_dir: RunDir, init: METER | None = None, la
         "task": "vqa", "dataset": data.name, "model": label, "accuracy": m["accuracy"],
         "blind_accuracy": b["accuracy"], "majority_accuracy": majority["accuracy"],
         "scoring": SCORING[data.exact], "num_train": len(data.train), "num_test": len(data.test),
-        "num_answers": len(data.vocab), "steps": cfg.vqa.optim.steps, "vl_pretrained": init is not None,
+        "num_answers": len(data.vocab), "steps": vqa_optim(cfg, data).steps, "vl_pretrained": init is not None,
         **{k: v for k, v in m.items() if k != "accuracy"},
         **{f"blind_{k}": v for k, v in b.items() if k != "accuracy"},
         **{f"majority_{k}": v for k, v in majority.items() if k != "accuracy"},

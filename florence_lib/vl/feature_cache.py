@@ -38,6 +38,10 @@ def cache_frozen_features(meter: METER, dataset: ListDataset, tokenizer: Tokeniz
     if image_frozen:
         images = list({id(s["image"]): s["image"] for s in samples}.items())  # scenes share their image tensor
         maps: dict[int, torch.Tensor] = {}
+        if blind:  # every image is the zero image: one map, shared (same-size images)
+            zero = meter.stage_map(torch.zeros_like(images[0][1])[None].to(device))[0].cpu()
+            maps = {key: zero for key, img in images if img.shape == images[0][1].shape}
+            images = [(key, img) for key, img in images if key not in maps]
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             pixels = torch.stack([img for _, img in chunk]).to(device)

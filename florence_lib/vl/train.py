@@ -108,7 +108,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, fusion_mult: 
 def build_engine(model: nn.Module, objective: Any, opt: OptimConfig, device: torch.device, precision: str
                  ) -> Engine:
     groups = param_groups(model, opt.lr, opt.weight_decay, opt.fusion_lr_mult, opt.head_lr_mult)
-    optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=(0.9, 0.98), eps=1e-6)
+    # the single-kernel update (as pretraining's build_optimizer): ~13% of a cached VQA step of the CPU preset
+    optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=(0.9, 0.98), eps=1e-6,
+                                  fused=device.type in ("cpu", "cuda"))
     scheduler = build_scheduler(optimizer, warmup_steps=int(opt.warmup_fraction * opt.steps), total_steps=opt.steps)
     return Engine(model, objective, optimizer, scheduler, device=device, precision=precision)
 
@@ -261,6 +263,12 @@ def majority_baseline(data: VQAData) -> dict[str, float]:
     return evaluate_predictions(preds, data.test, data.exact)
 
 
+def vqa_optim(cfg: VLConfig, data: VQAData) -> OptimConfig:
+    """``vqa.optim``, with ``vqa.vqav2_steps`` on the (small) VQAv2 subset."""
+    steps = cfg.vqa.vqav2_steps if data.name == "vqav2" and cfg.vqa.vqav2_steps is not None else None
+    return cfg.vqa.optim if steps is None else dataclasses.replace(cfg.vqa.optim, steps=steps)
+
+
 def finetune_vqa(cfg: VLConfig, run_dir: RunDir, data: VQAData, *, init: METER | None = None,
                  blind: bool = False) -> dict[str, Any]:
     """Fine-tune METER + a fresh VQA head (from ``init``'s weights if given) and evaluate on ``data.test``.
@@ -274,7 +282,7 @@ def finetune_vqa(cfg: VLConfig, run_dir: RunDir, data: VQAData, *, init: METER |
     elif cfg.unicl_checkpoint is not None:
         load_unicl_image_encoder(model.meter, cfg.unicl_checkpoint)
     model.to(device)
-    opt = cfg.vqa.optim
+    opt = vqa_optim(cfg, data)
     train, test = data.train, data.test
     if cfg.vqa.cache_features:
         train, test = (cache_frozen_features(model.meter, d, tokenizer, device, cfg.eval_batch_size, blind)

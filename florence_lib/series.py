@@ -14,7 +14,7 @@ class SeriesEntry:
     """The notebooks whose outputs in the run directory this one reads (``reproduce --jobs`` waits for them)."""
     seconds: float = 0.0
     """What it took in a quick ``make reproduce`` (one thread each, ``--jobs 2``, quiet 2-core machine): only
-    used to start the longest chains first. Measured at 7d7f5a6 (``summary.json`` of that run)."""
+    used to start the longest chains first. Measured at ecd62a6 (``summary.json`` of that run, 27.0 min)."""
 
 
 PRETRAINED = ("02_unicl_pretraining",)  # the UniCL checkpoint every evaluation and adapter starts from
@@ -23,34 +23,34 @@ PRETRAINED = ("02_unicl_pretraining",)  # the UniCL checkpoint every evaluation 
 SERIES: tuple[SeriesEntry, ...] = (
     SeriesEntry("00_overview", "-", "environment report, map of the series, preview of the embedded world",
                 seconds=12),
-    SeriesEntry("00b_data_tour", "§2.1", "gallery of the embedded world and of the real evaluation sets", seconds=23),
+    SeriesEntry("00b_data_tour", "§2.1", "gallery of the embedded world and of the real evaluation sets", seconds=25),
     SeriesEntry("01_data_curation", "§2.1-2.2", "FLD-style curation: filters, dedup, caption->label table",
-                seconds=30),
+                seconds=28),
     SeriesEntry("02_unicl_pretraining", "§2.2-2.3", "CoSwin + text encoder, UniCL loss, pretraining, collapse detector",
-                after=("01_data_curation",), seconds=405),
+                after=("01_data_curation",), seconds=336),
     SeriesEntry("02b_scaling_up", "§2.7, Fig. 5", "DeepSpeed ZeRO, activation checkpointing, gradient cache",
-                seconds=27),
+                seconds=26),
     SeriesEntry("02c_ablations", "§2.2-2.3", "the paper's claims as seeded ablations: UniCL vs CLIP, long vs short "
-                "captions, MiniLM vs from-scratch text", seconds=766),  # needs nothing: runs beside 02
+                "captions, MiniLM vs from-scratch text", seconds=720),  # needs nothing: runs beside 02
     SeriesEntry("03_zero_shot", "§3.1, Table 1", "zero-shot classification with prompt ensembles", after=PRETRAINED,
-                seconds=23),
-    SeriesEntry("04_linear_probe", "§3.2, Table 2", "linear probe (CLIP protocol)", after=PRETRAINED, seconds=96),
+                seconds=22),
+    SeriesEntry("04_linear_probe", "§3.2, Table 2", "linear probe (CLIP protocol)", after=PRETRAINED, seconds=107),
     SeriesEntry("05_finetuning", "§3.3, Table 3", "fine-tuning with the UniCL loss vs a linear head", after=PRETRAINED,
-                seconds=112),
-    SeriesEntry("06_few_shot", "§3.4, Table 4", "cross-domain few-shot (CD-FSL)", after=PRETRAINED, seconds=140),
+                seconds=116),
+    SeriesEntry("06_few_shot", "§3.4, Table 4", "cross-domain few-shot (CD-FSL)", after=PRETRAINED, seconds=142),
     SeriesEntry("07_retrieval", "§3.5, Table 5", "image-text retrieval, zero-shot and fine-tuned", after=PRETRAINED,
-                seconds=107),
+                seconds=84),
     SeriesEntry("08_detection", "§2.4, Table 6", "Dynamic Head + ATSS object detection, COCO-style AP", after=PRETRAINED,
-                seconds=516),
+                seconds=457),
     SeriesEntry("09_zero_shot_detection", "§3.6, Table 7", "zero-shot detection: text-classified proposals",
-                after=PRETRAINED, seconds=334),
+                after=PRETRAINED, seconds=333),
     SeriesEntry("10_vqa", "§2.5, §3.7, Table 8", "METER fusion: MLM + ITM pretraining, VQA vs blind and majority",
-                after=PRETRAINED, seconds=748),
+                after=PRETRAINED, seconds=623),
     SeriesEntry("11_video", "§2.6, §3.8-3.9, Tables 9-10",
                 "Video CoSwin: inflation, action recognition (4x3 views), zero-shot text-video retrieval",
-                after=PRETRAINED, seconds=168),
+                after=PRETRAINED, seconds=167),
     SeriesEntry("12_results", "Tables 1-10", "every table of the paper from one run, gaps labelled; HTML report",
-                after=("*",), seconds=14),  # all the others
+                after=("*",), seconds=13),  # all the others
 )
 
 

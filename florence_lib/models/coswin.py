@@ -330,12 +330,17 @@ class CoSwin(nn.Module):
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """``pooled`` [B, C]: the final LayerNorm, averaged over positions. ``features``: each stage's output as
         an NCHW map (widths ``feature_dims``, strides 4, 8, 16, 32), un-normalised: a detection neck adds its own."""
+        features = self.stage_maps(x)
+        pooled = self.norm(features[-1].permute(0, 2, 3, 1)).mean((1, 2))
+        return {"pooled": pooled, "features": features}
+
+    def stage_maps(self, x: torch.Tensor, last: int = -1) -> list[torch.Tensor]:
+        """Each stage's output up to stage ``last`` (later stages are not run), as NCHW maps."""
         features = []
-        for stage in self.stages:
+        for stage in self.stages[:last % len(self.stages) + 1]:
             x = stage(x).permute(0, 3, 1, 2)
             features.append(x)
-        pooled = self.norm(x.permute(0, 2, 3, 1)).mean((1, 2))
-        return {"pooled": pooled, "features": features}
+        return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)["pooled"]

@@ -291,10 +291,8 @@ class METER(nn.Module):
     def stage_map(self, images: torch.Tensor) -> torch.Tensor:
         """The chosen CoSwin stage's feature map [B, C, H, W] (what a frozen tower's cache holds), with the
         ``image_concat_stages`` folded onto its grid and concatenated to its channels."""
-        x, maps = images, []
-        for stage in self.image_encoder.stages[:self.image_stage + 1]:
-            x = stage(x).permute(0, 3, 1, 2)
-            maps.append(x)
+        maps = self.image_encoder.stage_maps(images, self.image_stage)
+        x = maps[-1]
         return torch.cat([x, *(fold(maps[k], x.shape[-2:]) for k in self.config.image_concat_stages)], dim=1)
 
     def image_tokens(self, images: torch.Tensor, stage_map: torch.Tensor | None = None) -> torch.Tensor:

@@ -86,8 +86,69 @@ def test_repeat_blocking_stops_a_looping_decoder() -> None:
     assert greedy(model, images, 1, 2, max_length=6) == [[5] * 6] * 2  # the loop, to the length limit
     assert greedy(model, images, 1, 2, max_length=6, no_repeat=1) == [[5]] * 2  # 'a' then [SEP]
     assert beam_search(model, images[0], 1, 2, beam=2, max_length=6, no_repeat=1) == [5]
-    # unblocked, the second finished hypothesis [5, 5] (-1.1 / 3) outranks [5] (-1.0 / 2) at alpha 1
-    assert beam_search(model, images[0], 1, 2, beam=2, max_length=6) == [5, 5]
+    # unblocked at alpha 1, 'a' x n then [SEP] scores (-1.0 - 0.1 (n - 1)) / (n + 1): the longest allowed wins
+    assert beam_search(model, images[0], 1, 2, beam=2, max_length=6) == [5] * 6
+    assert beam_search(model, images[0], 1, 2, beam=2, max_length=6, alpha=0.0) == [5]  # no length penalty
+
+
+class MarkovDecoder(torch.nn.Module):
+    """Next-token logits from a fixed table indexed by the last token (a toy decoder; the image is ignored)."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = table
+
+    def memory(self, images: torch.Tensor) -> torch.Tensor:
+        return images.new_zeros(images.shape[0], 1, 4)
+
+    def decoder(self, ids: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        return self.table[ids]
+
+
+def exhaustive_best(table: torch.Tensor, start: int, end: int, max_length: int, alpha: float) -> list[int]:
+    """The caption of at most ``max_length`` tokens with the best log p / (tokens + 1)^alpha, by enumeration."""
+    logp = table.log_softmax(-1)
+    best, frontier = (-float("inf"), []), [(0.0, [start])]
+    for _ in range(max_length + 1):
+        grown = []
+        for s, row in frontier:
+            for t in range(table.shape[0]):
+                if t == start:
+                    continue
+                total = s + logp[row[-1], t].item()
+                if t == end:
+                    best = max(best, (total / len(row) ** alpha, row[1:]))
+                else:
+                    grown.append((total, row + [t]))
+        frontier = [g for g in grown if len(g[1]) <= max_length + 1]
+    return best[1]
+
+
+def test_beam_search_is_exact_when_the_beam_holds_every_hypothesis() -> None:
+    image = torch.zeros(3, 8, 8)
+    for seed in range(5):
+        table = torch.randn(5, 5, generator=torch.Generator().manual_seed(seed)) * 2
+        table[:, 0] = -1e4  # the start token (0) is never generated; 1 is the end token; 3^4 = 81 live at most
+        for alpha in (0.0, 0.6, 1.0):
+            want = exhaustive_best(table, 0, 1, 4, alpha)
+            assert beam_search(MarkovDecoder(table), image, 0, 1, beam=81, max_length=4, alpha=alpha) == want
+
+
+def test_beam_search_on_a_decoder_that_loves_repeating_does_not_repeat() -> None:
+    # after 'striped' (3) 'checkered' (4) and back (log p ~ -0.05 each), [SEP] (1) at ~ -3: beam 2 loops to the
+    # length limit ('striped checkered striped checkered ...') unless the 2-gram repeat is blocked
+    table = torch.full((6, 6), -8.0)
+    table[0, 3] = table[3, 4] = table[4, 3] = 0.0
+    table[3, 1] = table[4, 1] = table[5, 1] = -3.0
+    table[3, 5] = table[4, 5] = -4.0
+    image = torch.zeros(3, 8, 8)
+    looping = beam_search(MarkovDecoder(table), image, 0, 1, beam=2, max_length=8)
+    assert looping == [3, 4] * 4
+    for no_repeat in (2, 4):
+        caption = beam_search(MarkovDecoder(table), image, 0, 1, beam=2, max_length=8, no_repeat=no_repeat)
+        assert 0 < len(caption) < 8
+        assert not any(caption[i:i + n] == caption[i + n:i + 2 * n] for n in range(1, 5)
+                       for i in range(len(caption) - 2 * n + 1)), caption
 
 
 def test_repeat_blocking_forbids_exactly_the_back_to_back_repeats() -> None:

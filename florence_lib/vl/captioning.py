@@ -74,30 +74,41 @@ def greedy(model: METERCaptioner, images: torch.Tensor, start_id: int, end_id: i
 @torch.no_grad()
 def beam_search(model: METERCaptioner, image: torch.Tensor, start_id: int, end_id: int, beam: int = 3,
                 max_length: int = 20, alpha: float = 1.0, no_repeat: int = 0) -> list[int]:
-    """Beam search for one image [3, H, W]; finished hypotheses are ranked by log p / length^alpha.
-    ``no_repeat``: no hypothesis repeats an n-gram (n <= this) back to back (:func:`block_repeat`)."""
-    memory = model.memory(image[None]).expand(beam, -1, -1)
+    """Beam search for one image [3, H, W]: the caption (``end_id`` excluded) of the best finished hypothesis
+    by log p / length^alpha, length counting the end token.
+
+    Each step extends the ``beam`` live hypotheses (ranked by summed log p, with ``no_repeat``'s back-to-back
+    n-gram blocking applied to every one of them, :func:`block_repeat`) and takes the best 2 x ``beam``
+    continuations: those that end are scored with the length penalty and kept aside, the best ``beam`` others
+    live on, so a hypothesis that ends never shrinks the beam. The search stops when no live hypothesis can
+    still beat the best finished one: its log p only falls, so its score is at most log p / (max_length + 1)^alpha.
+    After ``max_length`` tokens only the end token may follow, so every caption has at most that many."""
+    memory = model.memory(image[None])
     ids = torch.full((1, 1), start_id, device=image.device)
     scores = torch.zeros(1, device=image.device)
     finished: list[tuple[float, list[int]]] = []
-    for step in range(max_length):
-        logp = model.decoder(ids, memory[: ids.shape[0]])[:, -1].log_softmax(-1)
+    for step in range(max_length + 1):
+        logp = model.decoder(ids, memory.expand(ids.shape[0], -1, -1))[:, -1].float().log_softmax(-1)
         logp = block_repeat(logp, ids, no_repeat) if no_repeat else logp
+        if step == max_length:  # past max_length tokens: only the end token may follow
+            logp = torch.where(torch.arange(logp.shape[1], device=logp.device) == end_id, logp, -torch.inf)
         total = (scores[:, None] + logp).flatten()
-        top = total.topk(min(beam, total.numel()))
-        rows, tokens = top.indices // logp.shape[1], top.indices % logp.shape[1]
+        top = total.topk(min(2 * beam, total.numel()))
         keep_rows, keep_tokens, keep_scores = [], [], []
-        for r, t, s in zip(rows.tolist(), tokens.tolist(), top.values.tolist(), strict=True):
+        for index, s in zip(top.indices.tolist(), top.values.tolist(), strict=True):
+            if s == -float("inf"):
+                break
+            r, t = divmod(index, logp.shape[1])
             if t == end_id:
                 finished.append((s / (step + 1) ** alpha, ids[r, 1:].tolist()))
-            else:
+            elif len(keep_rows) < beam:
                 keep_rows.append(r), keep_tokens.append(t), keep_scores.append(s)
-        if not keep_rows or len(finished) >= beam:
+        if not keep_rows:
             break
         ids = torch.cat([ids[keep_rows], torch.tensor(keep_tokens, device=ids.device)[:, None]], 1)
         scores = torch.tensor(keep_scores, device=ids.device)
-    if not finished:  # ran out of length: rank the open hypotheses the same way
-        finished = [(s / ids.shape[1] ** alpha, row[1:]) for s, row in zip(scores.tolist(), ids.tolist(), strict=True)]
+        if finished and max(f[0] for f in finished) >= scores.max().item() / (max_length + 1) ** alpha:
+            break
     return max(finished, key=lambda f: f[0])[1]
 
 

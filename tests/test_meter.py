@@ -10,7 +10,6 @@ from florence_lib.models.meter import (
     METER,
     METERForVQA,
     METERPretraining,
-    StageNorm,
     count_fusion_parameters,
     fold,
     meter_config,
@@ -104,24 +103,6 @@ def test_concatenated_stages_enter_as_one_token_per_cell(size: int) -> None:
     assert out["image"].shape == (2, grid * grid, 32)
     with pytest.raises(ConfigError, match="before image_stage"):
         tiny(image_concat_stages=(2,))
-
-
-def test_stage_norm_gives_every_stage_an_equal_share_of_the_mapped_variance() -> None:
-    torch.manual_seed(0)
-    dims = [8, 64, 256]
-    x = torch.cat([torch.randn(4000, d) * scale + 3.0 for d, scale in zip(dims, (0.1, 5.0, 1.0), strict=True)], -1)
-    y = StageNorm(dims)(x)
-    for part in y.split(dims, dim=-1):  # each slice normalised on its own, then weighted by sqrt(total / (n d))
-        torch.testing.assert_close(part.mean(-1), torch.zeros(4000), atol=1e-4, rtol=0)
-    linear = torch.nn.Linear(sum(dims), 64)  # fan-in init, as METER's image_map
-    parts = y.split(dims, -1)
-    alone = [torch.cat([p if i == j else torch.zeros_like(p) for j, p in enumerate(parts)], -1) for i in range(3)]
-    shares = [(linear(a) - linear.bias).var().item() for a in alone]
-    assert max(shares) / min(shares) < 1.3, shares  # one LayerNorm over the concatenation: 8 : 64 : 256
-    model = METER(tiny(image_concat_stages=(0, 1), image_stage_norm=True)).eval()
-    assert isinstance(model.image_norm, StageNorm) and model.image_norm.dims == [128, 32 * 16, 64 * 4]
-    out = model(torch.randn(2, 3, 48, 48), torch.randint(1000, 2000, (2, 5)), torch.ones(2, 5, dtype=torch.long))
-    assert out["image"].shape == (2, 9, 32)
 
 
 def test_heads_and_pretrained_text_tower() -> None:

@@ -84,8 +84,6 @@ class METERConfig:
     freeze_image: bool = field(False, help="keep the CoSwin tower fixed (its UniCL features; no image backward)")
     image_concat_stages: tuple[int, ...] = field((), help="earlier CoSwin stages folded onto the chosen stage's "
                                                  "grid (pixel_unshuffle) and concatenated to its channels")
-    image_stage_norm: bool = field(False, help="with image_concat_stages: a LayerNorm per stage and an equal share "
-                                   "of the tokens' variance at init (else one LayerNorm over the concatenation)")
     text: METERTextConfig = dataclasses.field(default_factory=METERTextConfig)
     width: int = field(768, min=8, help="fusion width (METER: 768)")
     fusion_layers: int = field(6, min=1, help="M_co: co-attention layers per modality (METER: 6)")
@@ -163,26 +161,6 @@ def fold(fmap: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     if factor < 1 or fmap.shape[-2:] != (grid[0] * factor, grid[1] * factor):
         raise ValueError(f"fold: a {tuple(fmap.shape[-2:])} map does not tile a {tuple(grid)} grid")
     return F.pixel_unshuffle(fmap, factor)
-
-
-class StageNorm(nn.Module):
-    """A LayerNorm per stage over its slice of the concatenated channels, each slice scaled so that every stage
-    gives the same share of a fan-in-initialised Linear's output variance: one LayerNorm over the concatenation
-    lets the widest slice dominate (stage 0 folded is 2,048 of the quick profile's 3,840 channels, the last
-    stage 256: 53% vs 7% of the mapped tokens' variance at init)."""
-
-    def __init__(self, dims: list[int]) -> None:
-        super().__init__()
-        self.dims = list(dims)
-        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
-        total = sum(dims)
-        self.register_buffer("scales", torch.tensor([math.sqrt(total / (len(dims) * d)) for d in dims]),
-                             persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = x.split(self.dims, dim=-1)
-        return torch.cat([norm(p) * self.scales[i] for i, (norm, p) in enumerate(zip(self.norms, parts, strict=True))],
-                         dim=-1)
 
 
 class Attention(nn.Module):
@@ -284,9 +262,7 @@ class METER(nn.Module):
         image_dim = dims[stage] + sum(dims[k] * 4 ** (stage - k) for k in cfg.image_concat_stages)
         # The encoder's own final norm for the last stage (pretrained with it); a fresh one for earlier stages.
         last = stage == len(cfg.image.depths) - 1 and not cfg.image_concat_stages
-        stage_dims = [dims[stage], *(dims[k] * 4 ** (stage - k) for k in cfg.image_concat_stages)]
-        self.image_norm = (self.image_encoder.norm if last else StageNorm(stage_dims) if cfg.image_stage_norm
-                           else nn.LayerNorm(image_dim))
+        self.image_norm = self.image_encoder.norm if last else nn.LayerNorm(image_dim)
         self.image_map = nn.Linear(image_dim, cfg.width)
         self.text_map = nn.Linear(self.text_encoder.config.hidden_size, cfg.width)
         self.modality_embedding = nn.Embedding(2, cfg.width)  # 0 text, 1 image (METER's token types)
@@ -496,4 +472,4 @@ def count_fusion_parameters(cfg: METERConfig) -> dict[str, int]:
 
 
 __all__ = ["METER", "CaptionDecoder", "METERCaptioner", "METERConfig", "METERForVQA", "METERPretraining", "METERTextConfig", "METER_PRESETS",
-           "MLMHead", "VQAHead", "count_fusion_parameters", "meter_config", "sincos_2d", "fold", "StageNorm"]
+           "MLMHead", "VQAHead", "count_fusion_parameters", "meter_config", "sincos_2d", "fold"]

@@ -38,8 +38,9 @@ def block_repeat(logp: torch.Tensor, ids: torch.Tensor, longest: int = 4) -> tor
     """``logp`` [B, V] with every token that would repeat an n-gram back to back (n <= ``longest``: 'striped
     striped', 'striped checkered striped checkered') made impossible, given each row's tokens so far ``ids``.
 
-    An undertrained decoder loops; no world caption repeats a 1- or 2-gram back to back (0 of the 6,000 captions
-    of 1,000 training scenes; 3-grams: 7, twins as in 'a pink star a pink star'), while every n-gram size 1-6
+    An undertrained decoder loops; no world caption repeats an n-gram of n <= 4 WordPiece tokens back to back (0
+    of the 6,000 captions of 1,000 training scenes; a 2-word loop 'striped check ##ered' is 3 tokens long,
+    COCO's 'a with a in' 4), while every n-gram size 1-6
     does recur apart inside valid captions ('at the top left and ... at the top right': 4-grams in 189 of
     3,000), so HF-style no_repeat_ngram blocking would forbid real captions: only immediate repeats are
     blocked. The start token is never a candidate anyway."""

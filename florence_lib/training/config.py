@@ -20,9 +20,10 @@ class DataConfig:
 
     ``sources`` entries are ``{kind: world | world_shapes | shards | pairs | imagefolder, path, weight, ...}`` (see
     ``florence_lib.data.sources``); the world keys below configure a ``world`` source. Assumptions where the paper
-    is silent: weights are open_clip's upsampling factors; image-folder sources are image-label data, used in
-    phases with ``image_label_fraction`` > 0 (the paper's stage 1) and left out of the others unless nothing else
-    is left; validation stays on the world's held-out classes whatever the sources.
+    is silent: weights are open_clip's upsampling factors; image-folder and world_shapes sources are image-label
+    data, used in phases with ``image_label_fraction`` > 0 (the paper's stage 1) and left out of the others
+    unless nothing else is left (a source's ``phases`` names its phases instead); validation stays on the world's
+    held-out classes whatever the sources.
     """
 
     sources: list[SourceConfig] = field(default_factory=list,

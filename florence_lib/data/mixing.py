@@ -74,12 +74,15 @@ class Part:
 
 
 def open_sources(sources: Sequence[SourceConfig], transform: Callable, world: Callable[[], Any],
-                 strict: bool = False) -> list[Part]:
-    """Open every source (``world()`` builds the world's pairs) and lay their labels end to end."""
+                 strict: bool = False, world_shapes: Callable[[SourceConfig], Any] | None = None) -> list[Part]:
+    """Open every source (``world()`` builds the world's pairs, ``world_shapes(source)`` a world_shapes source's
+    shape-labelled pairs with that source's own transform) and lay their labels end to end."""
     parts = []
     for i, s in enumerate(sources):
-        if s.kind == "world":
-            ds = world()
+        if s.kind in ("world", "world_shapes"):
+            if s.kind == "world_shapes" and world_shapes is None:
+                raise ValueError(f"data.sources[{i}]: a world_shapes source needs a world_shapes builder")
+            ds = world() if s.kind == "world" else world_shapes(s)
             part = Part(i, s, len(ds), ds.num_labels, dataset=ds)
         elif s.kind == "pairs":
             ds = LabelledPairs(s.path, transform, s.image_column, s.caption_column, strict=strict)

@@ -2,6 +2,15 @@
 
 Kinds:
 - ``world``: the embedded world (the default when no source is given);
+- ``world_shapes``: the world's training scenes as image-label data labelled by the subject's *shape* alone
+  (8 classes, prompts 'a photo of a circle.' from the world's templates; no text names a colour), with the strong
+  colour-destroying augmentations of ``colour_free`` on this source's images only (``transforms.colour_free_ops``).
+  It asks the contrastive objective for shape features that survive any colouring (the few-shot domains sketch,
+  thermal and x-ray keep shape and lose colour; issue 10) while every colour caption of the other sources stays
+  true. Like ``imagefolder`` it is image-label data, used in the phases with ``image_label_fraction`` > 0 unless
+  ``phases`` names others. Assumption: its shape labels are classes of their own, so a 'red circle' image of the
+  world source is a negative of the text 'a photo of a circle.' in a batch holding both (UniCL has no label
+  hierarchy); its share is kept small for that reason;
 - ``shards``: webdataset tars as ``curate`` writes them (``path``: a folder, a glob or a brace pattern); the
   UniCL label is the shard's ``cls`` field, i.e. curation's caption -> label table (``labels.json`` next to the
   ``shards/`` folder), so every image of a repeated caption shares a label;
@@ -33,32 +42,40 @@ from typing import Any, Literal
 from ..config import ConfigError, field
 from .shards import shard_urls
 
-KINDS = ("world", "shards", "pairs", "imagefolder")
+KINDS = ("world", "world_shapes", "shards", "pairs", "imagefolder")
+IMAGE_LABEL_KINDS = ("world_shapes", "imagefolder")
+"""Sources of image-label data (the paper's stage 1): used only in phases with image-label data by default."""
 HASHED_LABELS = 1 << 40
 """Size of the label range of a shard source without a label table (caption hashes modulo this)."""
 KIND_KEYS = {"shards": ("resampled", "labels"), "pairs": ("image_column", "caption_column"),
-             "imagefolder": ("class_names", "templates")}
+             "imagefolder": ("class_names", "templates"), "world_shapes": ("colour_free",)}
 
 
 @dataclass
 class SourceConfig:
     """One entry of ``data.sources``; kind-specific keys are refused on other kinds."""
 
-    kind: Literal["world", "shards", "pairs", "imagefolder"] = field("world", help="what the path holds")
+    kind: Literal["world", "world_shapes", "shards", "pairs", "imagefolder"] = field("world", help="what the path holds")
     path: str | None = field(None, help="folder, glob, brace pattern (shards), CSV/TSV (pairs), root (imagefolder)")
     weight: float = field(1.0, min=0.0, help="upsampling factor: share = weight * size / sum(weight * size)")
-    size: int | None = field(None, min=1, help="samples in the source; null: counted (shards: stats.json or tar)")
+    size: int | None = field(None, min=1, help="samples in the source; null: counted (shards: stats.json or tar; "
+                                               "world_shapes: data.train_size)")
     resampled: bool = field(False, help="shards: draw shards with replacement (endless, no epochs)")
     labels: str | None = field(None, help="shards: curation's labels.json; null: looked for beside the shards")
     image_column: str = field("image", help="pairs: column of image paths")
     caption_column: str = field("caption", help="pairs: column of captions")
     class_names: str | None = field(None, help="imagefolder: file of 'folder<TAB>name' lines")
     templates: list[str] | None = field(None, help="imagefolder: prompt templates with '{}'; null: CLIP's seven")
+    colour_free: float = field(1.0, min=0.0, max=1.0,
+                               help="world_shapes: strength of the colour-destroying augmentations of its images "
+                                    "(hue, channel order, grey, negative, solarize, posterize, blur; 0: none)")
+    phases: list[str] | None = field(None, help="names of the phases that use this source; null: every phase "
+                                                "(world_shapes, imagefolder: those with image-label data)")
 
     def validate(self) -> None:
-        if self.kind == "world":
+        if self.kind in ("world", "world_shapes"):
             if self.path is not None:
-                raise ConfigError("path: the world source takes no path")
+                raise ConfigError(f"path: the {self.kind} source takes no path")
         elif not self.path:
             raise ConfigError(f"path: a {self.kind} source needs a path")
         defaults = SourceConfig()
@@ -74,7 +91,7 @@ def check_sources(sources: list[SourceConfig], key: str = "data.sources") -> Non
     """Refuse, naming ``key[i].path``, a source whose files are not there (run before any work starts)."""
     for i, s in enumerate(sources):
         where = f"{key}[{i}]"
-        if s.kind == "world":
+        if s.kind in ("world", "world_shapes"):
             continue
         path = Path(s.path)
         if s.kind == "shards":

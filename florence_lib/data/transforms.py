@@ -9,7 +9,10 @@ Random crops default to open_clip's mild ``scale=(0.9, 1.0)`` and flips default 
 captions name positions ("at the top left", "to the left of"), which aggressive crops or flips would falsify.
 Photometric augmentations (``grayscale``, ``invert``, SimCLR's and torchvision's generic ones) default to off: they
 keep every position and shape word true but not colour words, so a pretraining profile uses them with a small
-probability (see configs/pretrain/quick.yaml).
+probability (see configs/pretrain/quick.yaml). ``colour_free`` is the strong version, for a source whose texts name
+no colour at all (the ``world_shapes`` source: scenes labelled by shape): every colour cue is scrambled (hue,
+channel order, grey, negative, solarize, posterize, blur) while shape and position stay, so the contrastive
+objective itself asks for colour-invariant shape features without falsifying any colour caption.
 """
 
 from __future__ import annotations
@@ -32,13 +35,35 @@ def tensor_transform() -> v2.Compose:
     return v2.Compose([v2.ToImage(), *_finish()])
 
 
+def colour_free_ops(strength: float) -> list[v2.Transform]:
+    """Label-preserving, colour-destroying photometric ops on uint8 images, each applied with a probability
+    proportional to ``strength`` (1: SimCLR's colour distortion at full hue range plus grey, negative, channel
+    order, solarize, posterize and blur; 0: none). torchvision generics only, never a domain renderer of the
+    evaluation sets: what they ask for is invariance to colour, not the look of any one test domain."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"colour_free: strength {strength} is outside [0, 1]")
+    if strength == 0:
+        return []
+    s = strength
+    return [
+        v2.RandomApply([v2.ColorJitter(brightness=0.5, contrast=0.5, saturation=0.8, hue=0.5)], p=0.8 * s),
+        v2.RandomApply([v2.RandomChannelPermutation()], p=0.5 * s),
+        v2.RandomGrayscale(0.4 * s),
+        v2.RandomInvert(0.4 * s),
+        v2.RandomSolarize(128, 0.2 * s),
+        v2.RandomPosterize(2, 0.2 * s),
+        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.3, 1.2))], p=0.4 * s),
+    ]
+
+
 def train_transform(
     image_size: int, scale: tuple[float, float] = (0.9, 1.0), hflip: float = 0.0, grayscale: float = 0.0,
-    invert: float = 0.0,
+    invert: float = 0.0, colour_free: float = 0.0,
 ) -> v2.Compose:
     """Random resized crop to ``image_size`` (+ optional horizontal flip), then with probability ``grayscale``
     a grey image (3 equal channels) and independently with probability ``invert`` the colour negative, then
-    CLIP normalisation. Geometry and photometry are drawn independently."""
+    the :func:`colour_free_ops` of strength ``colour_free``, then CLIP normalisation. Geometry and photometry
+    are drawn independently."""
     for name, p in (("hflip", hflip), ("grayscale", grayscale), ("invert", invert)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name}: probability {p} is outside [0, 1]")
@@ -49,7 +74,7 @@ def train_transform(
         ops.append(v2.RandomGrayscale(grayscale))
     if invert > 0:
         ops.append(v2.RandomInvert(invert))
-    return v2.Compose(ops + _finish())
+    return v2.Compose(ops + colour_free_ops(colour_free) + _finish())
 
 
 def eval_transform(image_size: int) -> v2.Compose:

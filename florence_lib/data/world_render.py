@@ -120,7 +120,7 @@ def _background(colour: int, gradient: int, size: int) -> Image.Image:
     """A plain background (gradient 0) or a vertical (1) / horizontal (2) gradient; callers copy it."""
     base = np.array(BACKGROUNDS[BACKGROUND_NAMES[colour]], dtype=np.float32)
     ramp = _ramp(size)[:, None, None] if gradient == 1 else _ramp(size)[None, :, None]
-    img = np.broadcast_to(base + 38.0 * ramp * (gradient > 0), (size, size, 3))
+    img = np.broadcast_to(base + GRADIENT_SWING * ramp * (gradient > 0), (size, size, 3))
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
@@ -166,9 +166,28 @@ def render_sprites(
     return np.asarray(image).copy(), boxes
 
 
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # what sketch, thermal and x-ray keep of a colour
+GRADIENT_SWING = 38.0  # a gradient background runs from base - this to base + this, per channel
+
+
+def background_luminance(colour: int, gradient: int, x: float, y: float) -> float:
+    """Luminance of background ``colour`` with ``gradient`` at (x, y), fractions of the side (as drawn)."""
+    ramp = 0.0 if gradient == 0 else 2.0 * (y if gradient == 1 else x) - 1.0
+    rgb = np.clip(np.array(BACKGROUNDS[BACKGROUND_NAMES[colour]], dtype=np.float32) + GRADIENT_SWING * ramp, 0, 255)
+    return float(rgb @ LUMA)
+
+
+def colour_luminance(colour: int) -> float:
+    """Luminance of object colour ``colour`` (its main tone)."""
+    return float(np.array(_RGB[colour], dtype=np.float32) @ LUMA)
+
+
 # ----------------------------------------------------------------------------------------------- domains
+LUMINANCE_DOMAINS = ("sketch", "thermal", "xray")
+
+
 def _gray(image: np.ndarray) -> np.ndarray:
-    return image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return image.astype(np.float32) @ LUMA
 
 
 @lru_cache(maxsize=1)

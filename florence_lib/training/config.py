@@ -18,11 +18,12 @@ from .ds_config import DistributedConfig
 class DataConfig:
     """What to train on (``sources``; the embedded world by default) and how its pairs are batched.
 
-    ``sources`` entries are ``{kind: world | shards | pairs | imagefolder, path, weight, ...}`` (see
+    ``sources`` entries are ``{kind: world | world_shapes | shards | pairs | imagefolder, path, weight, ...}`` (see
     ``florence_lib.data.sources``); the world keys below configure a ``world`` source. Assumptions where the paper
-    is silent: weights are open_clip's upsampling factors; image-folder sources are image-label data, used in
-    phases with ``image_label_fraction`` > 0 (the paper's stage 1) and left out of the others unless nothing else
-    is left; validation stays on the world's held-out classes whatever the sources.
+    is silent: weights are open_clip's upsampling factors; image-folder and world_shapes sources are image-label
+    data, used in phases with ``image_label_fraction`` > 0 (the paper's stage 1) and left out of the others
+    unless nothing else is left (a source's ``phases`` names its phases instead); validation stays on the world's
+    held-out classes whatever the sources.
     """
 
     sources: list[SourceConfig] = field(default_factory=list,
@@ -129,6 +130,10 @@ class PretrainConfig:
             raise ConfigError(f"phases: names must be unique, got {names}")
         if self.precision == "fp16" and self.distributed.engine != "deepspeed":
             raise ConfigError("precision: fp16 needs dynamic loss scaling, i.e. distributed.engine: deepspeed")
+        for i, s in enumerate(self.data.sources):
+            unknown = [n for n in s.phases or [] if n not in names]
+            if unknown:
+                raise ConfigError(f"data.sources[{i}].phases: {unknown} name no phase (phases: {names})")
         if self.optim.warmup_steps >= self.total_steps:
             raise ConfigError(f"optim.warmup_steps: {self.optim.warmup_steps} must be below the total of "
                               f"{self.total_steps} phase steps")

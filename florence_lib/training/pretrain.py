@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from ..config import deep_merge, from_dict, to_dict
-from ..data.mixing import DataTracker, MixCollate, MixedPairs, open_sources
-from ..data.sources import SourceConfig, check_sources, describe_sources
+from ..data.mixing import DataTracker, MixCollate, MixedPairs, Part, open_sources
+from ..data.sources import IMAGE_LABEL_KINDS, SourceConfig, check_sources, describe_sources
 from ..data.stream import MixedStream
 from ..data.tokenizer import Tokenizer
 from ..data.transforms import train_transform
@@ -127,25 +127,48 @@ def build_engine(cfg: PretrainConfig, model: nn.Module, device: torch.device, st
     return engine
 
 
-def world_for(data: DataConfig, image_size: int) -> World:
-    return World(WorldConfig(seed=data.world_seed, image_size=image_size, caption_repeat=data.repetition))
+def world_for(data: DataConfig, image_size: int, label_by: str = "shape_colour") -> World:
+    return World(WorldConfig(seed=data.world_seed, image_size=image_size, caption_repeat=data.repetition,
+                             label_by=label_by))
 
 
 def phase_sources(cfg: PretrainConfig, phase: Phase) -> list[SourceConfig]:
-    """The phase's sources: ``data.sources`` (default: the world), image folders only where the phase has
-    image-label data (the paper's stage 1) unless nothing else is left."""
+    """The phase's sources: ``data.sources`` (default: the world); a source with ``phases`` only in those, and
+    image-label sources (image folders, world_shapes) otherwise only where the phase has image-label data (the
+    paper's stage 1), unless nothing else is left."""
+    def used(s: SourceConfig) -> bool:
+        if s.phases is not None:
+            return phase.cfg.name in s.phases
+        return s.kind not in IMAGE_LABEL_KINDS or phase.cfg.image_label_fraction > 0
+
     sources = cfg.data.sources or [SourceConfig()]
-    if phase.cfg.image_label_fraction == 0:
-        sources = [s for s in sources if s.kind != "imagefolder"] or sources
-    return sources
+    return [s for s in sources if used(s)] or sources
 
 
-def phase_transform(cfg: PretrainConfig, phase: Phase) -> Any:
+def phase_transform(cfg: PretrainConfig, phase: Phase, colour_free: float = 0.0) -> Any:
     """The phase's training transform: its image size, and its photometric augmentation probabilities (the
-    phase's own where set, else ``data``'s)."""
+    phase's own where set, else ``data``'s), plus ``colour_free`` ops (a world_shapes source's own strength)."""
     p = phase.cfg
     return train_transform(phase.image_size, grayscale=cfg.data.grayscale if p.grayscale is None else p.grayscale,
-                           invert=cfg.data.invert if p.invert is None else p.invert)
+                           invert=cfg.data.invert if p.invert is None else p.invert, colour_free=colour_free)
+
+
+def phase_parts(cfg: PretrainConfig, phase: Phase, transform: Any) -> list[Part]:
+    """The phase's opened sources: the world's pairs with ``transform``; a world_shapes source's shape-labelled
+    image-label pairs of the same training scenes with ``transform``'s settings plus its colour_free strength
+    (that source's images only)."""
+    p = phase.cfg
+
+    def world() -> WorldPairs:
+        return WorldPairs(world_for(cfg.data, phase.image_size), "train", cfg.data.train_size, transform=transform,
+                          caption=cfg.data.caption, image_label_fraction=p.image_label_fraction)
+
+    def world_shapes(source: SourceConfig) -> WorldPairs:
+        return WorldPairs(world_for(cfg.data, phase.image_size, label_by="shape"), "train",
+                          source.size or cfg.data.train_size, transform=phase_transform(cfg, phase, source.colour_free),
+                          image_label_fraction=1.0)
+
+    return open_sources(phase_sources(cfg, phase), transform, world, cfg.data.strict, world_shapes)
 
 
 def phase_loader(cfg: PretrainConfig, phase: Phase, tokenizer: Tokenizer, step: int,
@@ -157,12 +180,7 @@ def phase_loader(cfg: PretrainConfig, phase: Phase, tokenizer: Tokenizer, step: 
     saved with the checkpoint, or without them its share of the samples consumed before ``step``.
     """
     transform = phase_transform(cfg, phase)
-
-    def world() -> WorldPairs:
-        return WorldPairs(world_for(cfg.data, phase.image_size), "train", cfg.data.train_size, transform=transform,
-                          caption=cfg.data.caption, image_label_fraction=phase.cfg.image_label_fraction)
-
-    parts = open_sources(phase_sources(cfg, phase), transform, world, cfg.data.strict)
+    parts = phase_parts(cfg, phase, transform)
     collate, seed, tracker = MixCollate(PairCollate(tokenizer)), cfg.seed * 1000 + phase.index, DataTracker(parts)
     if not any(p.streamed for p in parts):
         loader = step_loader(MixedPairs(parts), collate, batch_size=cfg.data.batch_size, seed=seed,

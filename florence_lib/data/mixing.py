@@ -79,10 +79,13 @@ def open_sources(sources: Sequence[SourceConfig], transform: Callable, world: Ca
     shape-labelled pairs with that source's own transform) and lay their labels end to end."""
     parts = []
     for i, s in enumerate(sources):
-        if s.kind in ("world", "world_shapes"):
-            if s.kind == "world_shapes" and world_shapes is None:
+        if s.kind == "world":
+            ds = world()
+            part = Part(i, s, len(ds), ds.num_labels, dataset=ds)
+        elif s.kind == "world_shapes":
+            if world_shapes is None:
                 raise ValueError(f"data.sources[{i}]: a world_shapes source needs a world_shapes builder")
-            ds = world() if s.kind == "world" else world_shapes(s)
+            ds = world_shapes(s)
             part = Part(i, s, len(ds), ds.num_labels, dataset=ds)
         elif s.kind == "pairs":
             ds = LabelledPairs(s.path, transform, s.image_column, s.caption_column, strict=strict)

@@ -216,8 +216,7 @@ class World:
 
     def domain_layout(self, split: str, index: int, domain: str) -> Layout:
         """The layout scene ``index`` of ``split`` shows in ``domain`` (:func:`visible_layout` in the luminance domains)."""
-        layout = self.layout(split, index)
-        return visible_layout(layout) if domain in LUMINANCE_DOMAINS else layout
+        return shown_layout(self.layout(split, index), domain)
 
     # ------------------------------------------------------------------------------------------ rendering
     def render(self, layout: Layout, image_size: int, domain: str, rng: np.random.Generator
@@ -233,9 +232,7 @@ class World:
     def scene(self, split: str, index: int, domain: str = "clean", image_size: int | None = None) -> Scene:
         """Sample ``index`` of ``split``, rendered at ``image_size`` (default ``cfg.image_size``) in ``domain``."""
         rng = self.rng(split, index)
-        layout = self._layout(split, rng)
-        if domain in LUMINANCE_DOMAINS:
-            layout = visible_layout(layout)
+        layout = shown_layout(self._layout(split, rng), domain)
         qa = questions(layout.objects, rng, self._nameable)
         image, boxes = self.render(layout, image_size or self.cfg.image_size, domain, rng)
         label = self.label_of(layout)
@@ -256,6 +253,11 @@ def subject_contrast(layout: Layout) -> float:
     subject = layout.objects[0]
     return abs(colour_luminance(subject.colour)
                - background_luminance(layout.background, layout.gradient, subject.cx, subject.cy))
+
+
+def shown_layout(layout: Layout, domain: str) -> Layout:
+    """The layout a scene shows in ``domain``: :func:`visible_layout` in the luminance domains, else ``layout``."""
+    return visible_layout(layout) if domain in LUMINANCE_DOMAINS else layout
 
 
 def visible_layout(layout: Layout) -> Layout:
@@ -281,7 +283,7 @@ def subject_is_salient(boxes: np.ndarray) -> bool:
 
 
 __all__ = [
-    "MIN_SUBJECT_CONTRAST", "SALIENCE_AREA_RATIO", "SPLITS", "subject_contrast", "subject_is_salient",
+    "MIN_SUBJECT_CONTRAST", "SALIENCE_AREA_RATIO", "SPLITS", "shown_layout", "subject_contrast", "subject_is_salient",
     "visible_layout", "Clip", "Layout", "Scene", "World", "WorldClassification", "WorldConfig", "WorldDetection",
     "WorldObject", "WorldPairs", "WorldRetrieval", "WorldVQA", "WorldVideo",
 ]

@@ -8,7 +8,7 @@ import torch
 
 from florence_lib.config import ConfigError, from_dict, load_config
 from florence_lib.training.config import PretrainConfig
-from florence_lib.training.precision import probe_seconds, resolve_precision
+from florence_lib.training.precision import BF16_MARGIN, probe_seconds, resolve_precision
 
 
 class SlowIn:
@@ -61,4 +61,5 @@ def test_auto_is_the_default_and_pretrain_records_its_choice(tmp_path):
     pretrain(cfg, tmp_path)
     record = json.loads((tmp_path / "meta.json").read_text())["precision"]
     assert record["requested"] == "auto" and record["resolved"] in ("fp32", "bf16")
-    assert record["probe_seconds"][record["resolved"]] <= min(record["probe_seconds"].values())
+    seconds = record["probe_seconds"]  # bf16 only when clearly faster: near-equal timings resolve to fp32
+    assert record["resolved"] == ("bf16" if seconds["bf16"] < BF16_MARGIN * seconds["fp32"] else "fp32")

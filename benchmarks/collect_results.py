@@ -15,7 +15,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 ORDER = ("bench_pretrain", "profile_unicl_tiny", "profile_unicl_small", "coswin_ab", "coswin_before_after",
          "profile_earlier", "learnability", "learnability_500", "learnability_lr1e-3", "learnability_lr2e-3",
-         "learnability_embeddings", "world", "scaling", "curation", "gpu")
+         "learnability_embeddings", "learnability_sketch", "learnability_thermal", "learnability_xray", "world", "scaling", "curation", "gpu")
 """Sections in reading order; any other results file follows, alphabetically."""
 
 

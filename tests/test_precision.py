@@ -31,6 +31,28 @@ def test_auto_takes_the_precision_the_probe_measures_faster(slow_bf16, expected)
     assert set(info["probe_seconds"]) == {"fp32", "bf16"}
 
 
+class SlowFirstBf16:
+    """bf16 builds its kernels on its first pass (slow once), then runs faster than fp32."""
+
+    def __init__(self) -> None:
+        self.bf16_calls = 0
+
+    def __call__(self, model, batch):
+        if torch.is_autocast_enabled("cpu"):
+            self.bf16_calls += 1
+            time.sleep(0.2 if self.bf16_calls == 1 else 0.0)
+        else:
+            time.sleep(0.02)
+        return model(batch["image"]).square().mean(), {}
+
+
+def test_a_slow_first_pass_is_warm_up_not_the_verdict():
+    model, batch = torch.nn.Linear(4, 2), {"image": torch.randn(16, 4)}
+    objective = SlowFirstBf16()
+    resolved, info = resolve_precision("auto", torch.device("cpu"), model, objective, batch)
+    assert resolved == "bf16" and info["probe_seconds"]["bf16"] < 0.1 and objective.bf16_calls == 3
+
+
 def test_probe_leaves_gradients_and_rng_as_it_found_them():
     model, batch = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)), {"image": torch.randn(8, 4)}
     torch.manual_seed(3)

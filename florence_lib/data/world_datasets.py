@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .prompts import VIDEO_TEMPLATES
 from .transforms import as_video, tensor_transform
 from .world_render import COLOUR_NAMES, POSITIONS, SHAPES
-from .world_text import article
+from .world_text import article, hard_negative
 from .world_text import captions as scene_captions
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 Transform = Callable[..., Any]
 VIEW_STREAM = 2  # random stream of a dataset view (caption choice, image-label choice, template): not the scene's
+NEGATIVE_STREAM = 3  # random stream of a pair's hard negative (whether it has one, which swap), apart from the view's
 
 
 class _WorldDataset(Dataset):
@@ -71,22 +72,35 @@ class WorldPairs(_WorldDataset):
     caption 'a red circle' or one of its prompts 'a red circle.') takes that class's label, so the two are
     positives, not each other's negatives; every other caption text gets an id after the classes, one per
     distinct text (equal text <=> equal id). ``num_labels`` counts them all.
+
+    ``hard_negatives``: the share of pairs with a multi-object descriptive caption (not the short one, not
+    image-label data, not a one-object scene) that also carry ``negative``, the caption made false by swapping an
+    attribute between two of the scene's objects (``world_text.hard_negative``, NegCLIP), never into a held-out
+    (shape, colour) combination outside the heldout split. A negative that is some training pair's own text or a
+    class text is dropped, so no image in the dataset has it as its positive: the loss takes negatives as extra
+    image-to-text columns with no positive row (``losses.unicl_loss``).
+    ``negatives[i]`` is pair i's negative or None.
     """
 
     def __init__(self, world: World, split: str, size: int | None = None, transform: Transform | None = None,
                  caption: Literal["mixed", "short", "long", "varied"] = "mixed",
-                 image_label_fraction: float = 0.0) -> None:
+                 image_label_fraction: float = 0.0, hard_negatives: float = 0.0) -> None:
         super().__init__(world, split, size, transform)
         if caption not in CAPTION_MODES:
             raise ValueError(f"caption: {caption!r} is not one of {', '.join(map(repr, CAPTION_MODES))}")
         if not 0.0 <= image_label_fraction <= 1.0:
             raise ValueError(f"image_label_fraction: {image_label_fraction} is outside [0, 1]")
+        if not 0.0 <= hard_negatives <= 1.0:
+            raise ValueError(f"hard_negatives: {hard_negatives} is outside [0, 1]")
         n_classes = len(world.classes)
         self.class_texts = class_texts(world)
         table: dict[str, int] = {}
         self.texts: list[str] = []
         self.labels: list[int] = []
         self.is_image_label: list[bool] = []
+        self.negatives: list[str | None] = []
+        # a negative names no held-out combination outside the heldout split (no train/val/test text does)
+        excluded = frozenset() if split == "heldout" else frozenset(world.heldout_pairs)
         for i in tqdm(range(self.size), desc=f"world {split} pairs", disable=self.size < 20_000):
             u = world.rng(split, i, VIEW_STREAM).random(3)
             layout = world.layout(split, i)
@@ -103,15 +117,28 @@ class WorldPairs(_WorldDataset):
                 label = self.class_texts.get(text)
                 if label is None:
                     label = table.setdefault(text, n_classes + len(table))
+            negative = None
+            if hard_negatives > 0 and not image_label and not short and len(layout.objects) > 1:
+                v = world.rng(split, i, NEGATIVE_STREAM).random(2)
+                if v[0] < hard_negatives:
+                    negative = hard_negative(layout.objects, layout.background, layout.gradient, text, float(v[1]),
+                                             excluded)
+            self.negatives.append(negative)
             self.texts.append(text)
             self.labels.append(label)
             self.is_image_label.append(image_label)
         self.num_labels = n_classes + len(table)
+        for i, negative in enumerate(self.negatives):  # a text some pair has as its positive is no negative
+            if negative is not None and (negative in table or negative in self.class_texts):
+                self.negatives[i] = None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = self._check(index)
         image = self.world.scene(self.split, index).image
-        return {"image": self.transform(image), "text": self.texts[index], "label": self.labels[index]}
+        sample = {"image": self.transform(image), "text": self.texts[index], "label": self.labels[index]}
+        if self.negatives[index] is not None:
+            sample["negative"] = self.negatives[index]
+        return sample
 
 
 class WorldClassification(_WorldDataset):

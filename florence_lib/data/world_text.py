@@ -78,6 +78,12 @@ def name(o: WorldObject) -> str:
 def captions(objects: tuple[WorldObject, ...], background: int, gradient: int) -> list[str]:
     """Six captions ordered from shortest to longest. The first, 'a red circle', names the subject
     (``objects[0]``, the large object) and is shared by many images; the others name every object."""
+    return sorted(template_captions(objects, background, gradient), key=lambda t: len(t.split()))
+
+
+def template_captions(objects: tuple[WorldObject, ...], background: int, gradient: int) -> list[str]:
+    """The six captions of :func:`captions` in template order (``captions`` sorts them by length), so that the
+    same template can render another object list (:func:`hard_negative`)."""
     main, others = objects[0], objects[1:]
     bg = BACKGROUND_NAMES[background] + (" gradient" if gradient else "")
     n = len(objects)
@@ -96,7 +102,58 @@ def captions(objects: tuple[WorldObject, ...], background: int, gradient: int) -
         f"{NUMBER_WORDS[n]} shape{'s' if n > 1 else ''}: " + _join([o.describe() for o in objects]),
         _join([o.describe(position=True) for o in objects]) + f", on a {bg} background",
     ]
-    return sorted(texts, key=lambda t: len(t.split()))
+    return texts
+
+
+# What each multi-object template says about every object (template order of ``template_captions``; template 0,
+# 'a red circle', names the subject alone): the attributes a swap must change for the caption to turn false.
+_NAMED = ("colour", "shape")
+_DESCRIBED = ("size", "colour", "texture", "shape")
+_TEMPLATE_FACTS = (None, _NAMED, _DESCRIBED, _DESCRIBED + ("cell",), _DESCRIBED, _DESCRIBED + ("cell",))
+SWAPPED = ("colour", "shape", "cell")
+"""Attributes :func:`hard_negative` swaps between two objects (``cell``, the position, where the caption names it)."""
+
+
+def _facts(objects: tuple[WorldObject, ...], attributes: tuple[str, ...]) -> list[tuple[int, ...]]:
+    return sorted(tuple(getattr(o, a) for a in attributes) for o in objects)
+
+
+def _swap(objects: tuple[WorldObject, ...], i: int, j: int, attribute: str) -> tuple[WorldObject, ...]:
+    fields = ("cell", "cx", "cy") if attribute == "cell" else (attribute,)
+    out = list(objects)
+    out[i] = objects[i]._replace(**{f: getattr(objects[j], f) for f in fields})
+    out[j] = objects[j]._replace(**{f: getattr(objects[i], f) for f in fields})
+    return tuple(out)
+
+
+def hard_negative(objects: tuple[WorldObject, ...], background: int, gradient: int, text: str, u: float,
+                  excluded: frozenset[tuple[int, int]] = frozenset()) -> str | None:
+    """A caption of the scene made false by swapping one attribute between two objects (NegCLIP's swap,
+    Yuksekgonul et al. 2023): 'a red circle with a blue square' -> 'a blue circle with a red square'.
+
+    ``text`` is one of the scene's multi-object captions; the negative is rendered by its template, with the
+    colours, shapes or (where the template names them) positions of two objects exchanged, so it names the same
+    multiset of attribute words. Only swaps that change the multiset of what the template says about each object
+    are drawn (``u`` in [0, 1) picks one uniformly), so the negative is never a true description of the scene,
+    in any object order. ``excluded``: (shape, colour) pairs no object of the negative may have (the world's
+    held-out combinations, which no train/val/test text names). None when ``text`` is no such caption (the
+    subject's short caption, a one-object scene) or no allowed swap makes it false (e.g. two objects alike in
+    every named attribute).
+    """
+    texts = template_captions(objects, background, gradient)
+    if len(objects) < 2 or text not in texts[1:]:
+        return None
+    k = texts.index(text, 1)
+    facts = _TEMPLATE_FACTS[k]
+    assert facts is not None
+    before = _facts(objects, facts)
+    swaps = [(i, j, a) for a in SWAPPED if a in facts for i in range(len(objects)) for j in range(i + 1, len(objects))
+             if _facts(_swap(objects, i, j, a), facts) != before
+             and not any((o.shape, o.colour) in excluded for o in _swap(objects, i, j, a))]
+    if not swaps:
+        return None
+    i, j, a = swaps[min(int(u * len(swaps)), len(swaps) - 1)]
+    return template_captions(_swap(objects, i, j, a), background, gradient)[k]
 
 
 def _twins(o: WorldObject, objects: tuple[WorldObject, ...]) -> int:

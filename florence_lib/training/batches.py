@@ -72,19 +72,28 @@ def trim_padding(tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class PairCollate:
-    """Stack images and labels, tokenize texts: ``{"image", "input_ids", "attention_mask", "label"}``."""
+    """Stack images and labels, tokenize texts: ``{"image", "input_ids", "attention_mask", "label"}``.
+
+    Samples with a hard-negative caption (``"negative"``, e.g. ``WorldPairs(hard_negatives=...)``) add
+    ``"negative_input_ids"`` and ``"negative_attention_mask"``: one row per negative, in sample order, not aligned
+    with the batch's rows (absent when no sample has one)."""
 
     def __init__(self, tokenizer: Callable[[list[str]], dict[str, torch.Tensor]]) -> None:
         self.tokenizer = tokenizer
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         tokens = trim_padding(self.tokenizer([s["text"] for s in samples]))
-        return {
+        batch = {
             "image": torch.stack([s["image"] for s in samples]),
             "input_ids": tokens["input_ids"],
             "attention_mask": tokens["attention_mask"],
             "label": torch.as_tensor([int(s["label"]) for s in samples], dtype=torch.long),
         }
+        negatives = [s["negative"] for s in samples if s.get("negative") is not None]
+        if negatives:
+            tokens = trim_padding(self.tokenizer(negatives))
+            batch["negative_input_ids"], batch["negative_attention_mask"] = tokens["input_ids"], tokens["attention_mask"]
+        return batch
 
 
 def step_loader(dataset: Dataset, collate: Callable, *, batch_size: int, seed: int, start_step: int = 0,

@@ -47,6 +47,13 @@ class DataConfig:
     invert: float = field(0.0, min=0.0, max=1.0,
                           help="probability that a training image is colour-inverted (RandomInvert), drawn "
                                "independently of grayscale; colour words turn false, so keep it small")
+    hard_negatives: float = field(
+        0.0, min=0.0, max=1.0,
+        help="world source: share of the pairs with a multi-object descriptive caption that also carry a hard "
+             "negative, that caption with an attribute (colour, shape or position) swapped between two objects "
+             "(NegCLIP); it is an extra image-to-text column no image has as positive. Assumes a swapped caption "
+             "is false of every image (one that is some training pair's text is dropped). One process only: "
+             "not with the gradient cache or DeepSpeed")
     num_workers: int = field(0, min=0, max=64, help="DataLoader worker processes")
 
     def validate(self) -> None:
@@ -134,6 +141,14 @@ class PretrainConfig:
             unknown = [n for n in s.phases or [] if n not in names]
             if unknown:
                 raise ConfigError(f"data.sources[{i}].phases: {unknown} name no phase (phases: {names})")
+        if self.data.hard_negatives > 0:
+            d = self.distributed
+            if d.grad_cache_chunk is not None or d.engine == "deepspeed":
+                raise ConfigError("data.hard_negatives: not supported with the gradient cache or DeepSpeed (their "
+                                  "chunks and gathers carry the batch's rows, not its extra negative texts); set "
+                                  "distributed.grad_cache_chunk: null and engine: torch, or hard_negatives: 0")
+            if self.data.sources and not any(s.kind == "world" for s in self.data.sources):
+                raise ConfigError("data.hard_negatives: only a world source makes them; data.sources has none")
         if self.optim.warmup_steps >= self.total_steps:
             raise ConfigError(f"optim.warmup_steps: {self.optim.warmup_steps} must be below the total of "
                               f"{self.total_steps} phase steps")

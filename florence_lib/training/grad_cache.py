@@ -82,6 +82,8 @@ def grad_cache_step(
     ``batch`` holds ``image``, ``input_ids``, ``attention_mask`` and ``label``; ``backward(surrogate)`` is called once
     per chunk (default: ``surrogate.backward()``); ``autocast()`` wraps every forward pass.
     """
+    if "negative_input_ids" in batch:  # PretrainConfig.validate refuses the combination before a run starts
+        raise ValueError("the gradient cache does not take hard negatives (data.hard_negatives > 0)")
     chunks = split_batch(batch, chunk_size)
     device = batch["image"].device
     states, images, texts = [], [], []

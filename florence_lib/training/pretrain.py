@@ -161,7 +161,8 @@ def phase_parts(cfg: PretrainConfig, phase: Phase, transform: Any) -> list[Part]
 
     def world() -> WorldPairs:
         return WorldPairs(world_for(cfg.data, phase.image_size), "train", cfg.data.train_size, transform=transform,
-                          caption=cfg.data.caption, image_label_fraction=p.image_label_fraction)
+                          caption=cfg.data.caption, image_label_fraction=p.image_label_fraction,
+                          hard_negatives=cfg.data.hard_negatives)
 
     def world_shapes(source: SourceConfig) -> WorldPairs:
         return WorldPairs(world_for(cfg.data, phase.image_size, label_by="shape"), "train",

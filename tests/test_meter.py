@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from florence_lib.config import ConfigError
 from florence_lib.models.meter import (
@@ -139,3 +140,29 @@ def test_paper_preset_sizes() -> None:
     assert 100e6 < counts["text"] < 130e6  # RoBERTa-base sized BERT (WordPiece vocabulary)
     # METER's 6+6 co-attention layers at 768: ~14.2M (text) + 14.2M (image) per layer pair of attn x2 + FFN
     assert 100e6 < counts["fusion"] < 120e6
+
+
+def test_attention_adds_positions_to_queries_and_keys_only() -> None:
+    from florence_lib.models.meter import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(8, 2).eval()
+    x, ctx, qp, kp = torch.randn(2, 3, 8), torch.randn(2, 5, 8), torch.randn(1, 3, 8), torch.randn(1, 5, 8)
+    wk, wv = attn.kv.weight.split(8)
+    bk, bv = attn.kv.bias.split(8)
+    q = (attn.q(x + qp)).view(2, 3, 2, 4).transpose(1, 2)
+    k = F.linear(ctx + kp, wk, bk).view(2, 5, 2, 4).transpose(1, 2)
+    v = F.linear(ctx, wv, bv).view(2, 5, 2, 4).transpose(1, 2)
+    expected = attn.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 3, 8))
+    torch.testing.assert_close(attn(x, ctx, query_pos=qp, key_pos=kp), expected)
+
+
+def test_position_every_layer_changes_the_fusion_only_through_positions() -> None:
+    torch.manual_seed(0)
+    plain = METER(tiny()).eval()
+    every = METER(tiny(position_every_layer=True)).eval()
+    every.load_state_dict(plain.state_dict())
+    images, ids = torch.randn(2, 3, 48, 48), torch.randint(1000, 2000, (2, 5))
+    mask = torch.ones(2, 5, dtype=torch.long)
+    a, b = plain(images, ids, mask)["pooled"], every(images, ids, mask)["pooled"]
+    assert a.shape == b.shape and not torch.allclose(a, b)
